@@ -5,24 +5,37 @@ One flat module per concern; everything a notebook needs is importable from here
     models    - load a model for full / lora / qlora (built-in offline model, hub ids, tiny test model)
     data      - the course dataset (sentence -> JSON record) and its metrics
     train     - run_experiment: train with TRL's SFTTrainer and measure everything
+    memory    - training memory, measured exactly and estimated from a config; which GPU fits
     compare   - the three methods side by side (the course's main job)
     plots     - loss curves, schedules, bar charts (ax=None in, Axes out)
     doctor    - check the machine, each problem with its fix
     notebooks - Colab badges, install cells, notebook hygiene
 """
 
-from .compare import compare_methods, comparison_table, format_bytes
+from .compare import compare_methods, comparison_table
 from .data import FIELDS, augment, format_answer, load_course_dataset, parse_answer, score
 from .doctor import TESTED_VERSIONS, doctor
+from .memory import (
+                     GPUS,
+                     KNOWN_CONFIGS,
+                     MemoryBreakdown,
+                     estimate_memory,
+                     fit_table,
+                     fits_on,
+                     human_bytes,
+                     load_config,
+                     measure_memory,
+)
 from .models import KNOWN_MODELS, METHODS, cache_dir, count_parameters, load_model, load_tokenizer
 from .plots import plot_bars, plot_losses, plot_lr, plot_stacked
 from .profiles import PROFILES, Profile, get_profile
 from .train import Result, evaluate_task, generate_answers, run_experiment
 
 __all__ = [
-    "FIELDS", "KNOWN_MODELS", "METHODS", "PROFILES", "TESTED_VERSIONS", "Profile", "Result", "augment",
+    "GPUS", "KNOWN_CONFIGS", "MemoryBreakdown", "estimate_memory", "fit_table", "fits_on", "load_config",
+    "measure_memory", "FIELDS", "KNOWN_MODELS", "METHODS", "PROFILES", "TESTED_VERSIONS", "Profile", "Result", "augment",
     "cache_dir", "compare_methods", "comparison_table", "count_parameters", "doctor", "evaluate_task",
-    "format_answer", "format_bytes", "generate_answers", "get_profile", "load_course_dataset", "load_model",
+    "format_answer", "human_bytes", "generate_answers", "get_profile", "load_course_dataset", "load_model",
     "load_tokenizer", "parse_answer", "plot_bars", "plot_losses", "plot_lr", "plot_stacked", "run_experiment",
     "score",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .data import load_course_dataset
+from .memory import human_bytes
 from .profiles import Profile, get_profile
 from .train import Result, run_experiment
 
@@ -34,22 +35,14 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
     return results
 
 
-def format_bytes(n: float) -> str:
-    """Human-readable bytes (decimal units, like disk sizes)."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-
-
 def comparison_table(results: dict[str, Result]) -> str:
     """A Markdown table with one column per method and one measured row per property."""
     rows = {
         "trainable parameters": lambda r: f"{r.trainable_params:,} ({100 * r.trainable_params / r.total_params:.2f} %)",
-        "peak memory": lambda r: format_bytes(r.peak_memory_bytes),
+        "peak memory": lambda r: human_bytes(r.peak_memory_bytes),
         "tokens / second": lambda r: f"{r.tokens_per_s:.0f}",
         "training time": lambda r: f"{r.wall_time_s:.0f} s",
-        "saved on disk": lambda r: format_bytes(r.saved_bytes),
+        "saved on disk": lambda r: human_bytes(r.saved_bytes),
         "validation loss": lambda r: f"{r.final('eval_loss'):.3f}",
         "exact match (test)": lambda r: f"{100 * r.scores.get('test', {}).get('exact_match', float('nan')):.0f} %",
     }

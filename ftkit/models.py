@@ -203,12 +203,12 @@ def disable_bnb_cpu_repacking(model: torch.nn.Module) -> int:
     return fixed
 
 
-def nf4_config(precision: str):
+def nf4_config(precision: str, double_quant: bool = True):
     """QLoRA's quantization: NF4 with double quantization, computing in `precision`."""
     require_bitsandbytes()
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
                               bnb_4bit_compute_dtype=torch_dtype(precision))
 
 
@@ -288,7 +288,7 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters; a 4-bit packed weight counts its logical number of values."""
     trainable = total = 0
     for p in model.parameters():
-        n = p.numel() * 2 if p.dtype == torch.uint8 else p.numel()  # Params4bit packs two 4-bit values per byte
+        n = p.numel() * 2 if type(p).__name__ == "Params4bit" else p.numel()  # two 4-bit values per byte
         total += n
         trainable += n if p.requires_grad else 0
     return trainable, total

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -38,7 +39,7 @@ class Result:
     trainable_params: int = 0
     total_params: int = 0
     saved_bytes: int = 0  # size on disk of what was saved: the adapter, or the whole model for full FT
-    output_dir: str = ""
+    output_dir: str = ""  # where checkpoints and the final save are kept ("" when none was asked for)
     best_step: int | None = None  # with early stopping: the step whose weights were kept
     scores: dict = field(default_factory=dict)  # split -> {"exact_match", "field_accuracy", ...}
     samples: dict = field(default_factory=dict)  # split -> first few generated answers
@@ -106,8 +107,7 @@ def to_prompt_completion(dataset):
                        remove_columns=dataset.column_names)
 
 
-def check_hyperparameters(*, learning_rate, batch_size, max_steps, max_seq_len, model_max_len, n_train,
-                          optim, device, warmup_steps) -> None:
+def check_hyperparameters(*, learning_rate, batch_size, max_steps, n_train, optim, device, warmup_steps) -> None:
     """Refuse impossible settings before any time is spent, saying what to change."""
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0 (LoRA: ~1e-4 to 1e-3; full FT: ~1e-5), not {learning_rate}")
@@ -115,9 +115,6 @@ def check_hyperparameters(*, learning_rate, batch_size, max_steps, max_seq_len, 
         raise ValueError(f"batch_size and max_steps must be >= 1, not {batch_size} and {max_steps}")
     if n_train < 1:
         raise ValueError("The training set is empty: give at least one example (check your filter or file).")
-    if max_seq_len > model_max_len:
-        raise ValueError(f"max_seq_len={max_seq_len} is longer than the model's context ({model_max_len} tokens); "
-                         f"use at most {model_max_len}.")
     if warmup_steps < 0 or warmup_steps >= max_steps:
         raise ValueError(f"warmup_steps must be in [0, max_steps={max_steps}), not {warmup_steps}")
     if optim in GPU_ONLY_OPTIMIZERS and device != "cuda":
@@ -136,6 +133,8 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
                    score_splits=("test",), seed: int = 0, callbacks=(), progress: bool = True) -> Result:
     """Fine-tune `model` with `method` on `data` (default: the course dataset) and measure everything.
 
+    output_dir: keep checkpoints and the final save there; without it they go to a temporary folder that is
+        deleted at the end (saved_bytes is measured first).
     save_every: keep a checkpoint every N steps (and resume from the last one when resume=True).
     early_stopping_patience: stop when validation loss has not improved for that many evaluations and keep the best.
     score_splits: dataset splits on which to generate answers and score them after training.
@@ -145,9 +144,9 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
 
     profile = profile or get_profile()
     model_name = model or profile.model
-    max_steps = max_steps or profile.max_steps
-    batch_size = batch_size or profile.batch_size
-    eval_every = eval_every or profile.eval_every
+    max_steps = profile.max_steps if max_steps is None else max_steps
+    batch_size = profile.batch_size if batch_size is None else batch_size
+    eval_every = profile.eval_every if eval_every is None else eval_every
     data = data if data is not None else load_course_dataset(n_train=profile.n_train, n_validation=profile.n_eval,
                                                              n_test=profile.n_eval, n_heldout=profile.n_eval,
                                                              seed=seed)
@@ -156,13 +155,16 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
                            lora_dropout=lora_dropout, weight_decay=weight_decay, warmup_steps=warmup_steps,
                            lr_scheduler=lr_scheduler, optim=optim, precision=profile.precision, seed=seed,
                            max_seq_len=profile.max_seq_len, gradient_checkpointing=gradient_checkpointing)
+    check_hyperparameters(learning_rate=learning_rate, batch_size=batch_size, max_steps=max_steps,
+                          n_train=len(data["train"]), optim=optim, device=profile.device, warmup_steps=warmup_steps)
     set_seed(seed)
     net, tokenizer = load_model(model_name, method, precision=profile.precision, device=profile.device,
                                 lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                                 target_modules=target_modules, gradient_checkpointing=gradient_checkpointing)
-    check_hyperparameters(learning_rate=learning_rate, batch_size=batch_size, max_steps=max_steps,
-                          max_seq_len=profile.max_seq_len, model_max_len=net.config.max_position_embeddings,
-                          n_train=len(data["train"]), optim=optim, device=profile.device, warmup_steps=warmup_steps)
+    if profile.max_seq_len > net.config.max_position_embeddings:
+        raise ValueError(f"max_seq_len={profile.max_seq_len} is longer than the model's context "
+                         f"({net.config.max_position_embeddings} tokens); use at most that.")
+    keep_files = output_dir is not None  # without an output_dir, checkpoints and saves go to a temporary folder
     output_dir = output_dir or tempfile.mkdtemp(prefix=f"ftkit-{method}-")
     keep_checkpoints = bool(save_every) or early_stopping_patience is not None
     config = SFTConfig(
@@ -175,7 +177,7 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
         load_best_model_at_end=early_stopping_patience is not None, metric_for_best_model="eval_loss",
         save_total_limit=None if early_stopping_patience is not None else 2,
         include_num_input_tokens_seen="non_padding", report_to="none", disable_tqdm=not progress,
-        gradient_checkpointing=gradient_checkpointing, dataloader_pin_memory=False,
+        dataloader_pin_memory=False,  # gradient checkpointing, when asked for, is set on the model by load_model
     )
     extra = list(callbacks)
     if early_stopping_patience is not None:
@@ -204,6 +206,9 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
         result.scores[split], answers = evaluate_task(trainer.model, tokenizer, data[split],
                                                       batch_size=profile.gen_batch_size, progress=progress)
         result.samples[split] = answers[:5]
+    if not keep_files:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        result.output_dir = ""
     result.trained_model = trainer.model
     return result
 

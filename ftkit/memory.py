@@ -1,0 +1,622 @@
+"""Training memory, measured (one real step) and estimated (from a model config).
+
+Four buckets, in bytes:
+
+- weights: every parameter and buffer, at its real dtype; for 4-bit (NF4) layers the packed
+  uint8 storage plus the quantization constants (absmax, nested absmax, codebooks);
+- gradients: `.grad` of the trainable parameters;
+- optimizer: every tensor in the optimizer state (AdamW: two moments per trainable parameter);
+- activations: tensors autograd saves during the forward for the backward pass.
+
+`measure_memory` counts them on a real model; `estimate_memory` predicts them from a config
+(vocab, hidden, layers, ...) so a chapter can say which model fits which GPU by which method.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .models import METHODS, disable_bnb_cpu_repacking, lora_config, nf4_config, torch_dtype
+
+OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
+PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+# The linear layers of a Llama-style decoder layer (what peft's "all-linear" targets; lm_head excluded).
+LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+GB = 1024**3
+MB = 1024**2
+
+
+# ---------------------------------------------------------------------------------------------
+# The result
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MemoryBreakdown:
+    """Bytes of training memory by bucket; `peak_gpu` is torch.cuda.max_memory_allocated (CUDA only)."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    peak_gpu: int | None = None
+
+    @property
+    def total(self) -> int:
+        """Sum of the four buckets (not counting allocator overhead or temporaries)."""
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+    def as_dict(self) -> dict:
+        """Plain dict of the buckets plus `total`, in bytes."""
+        return {**asdict(self), "total": self.total}
+
+    def __str__(self) -> str:
+        rows = [("weights", self.weights), ("gradients", self.gradients), ("optimizer", self.optimizer),
+                ("activations", self.activations), ("total", self.total)]
+        if self.peak_gpu is not None:
+            rows.append(("peak_gpu", self.peak_gpu))
+        return "\n".join(f"{name:<12} {human_bytes(n):>10}" for name, n in rows)
+
+
+def human_bytes(n: float) -> str:
+    """Bytes as a short string in MB or GB (binary units)."""
+    return f"{n / GB:.2f} GB" if n >= GB else f"{n / MB:.1f} MB"
+
+
+# ---------------------------------------------------------------------------------------------
+# Measured
+# ---------------------------------------------------------------------------------------------
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes of a tensor's elements."""
+    return t.numel() * t.element_size()
+
+
+def quant_state_tensors(param) -> list[torch.Tensor]:
+    """The tensors of a bitsandbytes 4-bit weight's quant_state (absmax, code, offset, nested state2)."""
+    qs = getattr(param, "quant_state", None)
+    if qs is None:
+        return []
+    out = [t for t in (qs.absmax, qs.code, qs.offset) if isinstance(t, torch.Tensor)]
+    if getattr(qs, "state2", None) is not None:
+        out += [t for t in (qs.state2.absmax, qs.state2.code) if isinstance(t, torch.Tensor)]
+    return out
+
+
+def _weight_tensors(model) -> list[torch.Tensor]:
+    """Parameters, buffers and 4-bit quant-state tensors, each storage once."""
+    seen, out = set(), []
+    tensors = list(model.parameters()) + list(model.buffers())
+    for p in model.parameters():
+        tensors += quant_state_tensors(p)
+    for t in tensors:
+        key = (t.untyped_storage().data_ptr(), t.dtype, t.numel())
+        if t.numel() and key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
+def weights_by_dtype(model) -> dict[str, int]:
+    """Bytes of parameters + buffers + 4-bit quant state, by dtype name (e.g. {"uint8": ..., "float32": ...})."""
+    out: dict[str, int] = {}
+    for t in _weight_tensors(model):
+        name = str(t.dtype).removeprefix("torch.")
+        out[name] = out.get(name, 0) + tensor_bytes(t)
+    return out
+
+
+def param_bytes(model) -> int:
+    """Bytes of all weights: parameters + buffers + 4-bit quant state."""
+    return sum(weights_by_dtype(model).values())
+
+
+def make_optimizer(params, name: str = "adamw", lr: float = 1e-4):
+    """AdamW by name: "adamw" (torch, fused when possible), "adamw_8bit" / "paged_adamw_8bit" (bitsandbytes)."""
+    params = list(params)
+    if name == "adamw":
+        try:
+            return torch.optim.AdamW(params, lr=lr, fused=True)
+        except (RuntimeError, ValueError):
+            return torch.optim.AdamW(params, lr=lr)
+    if name in ("adamw_8bit", "paged_adamw_8bit"):
+        import bitsandbytes as bnb
+
+        cls = bnb.optim.AdamW8bit if name == "adamw_8bit" else bnb.optim.PagedAdamW8bit
+        return cls(params, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def measure_memory(model, batch: dict, optimizer="adamw", lr: float = 1e-4, steps: int = 1) -> MemoryBreakdown:
+    """Run `steps` real training steps (forward, backward, optimizer.step) and count bytes on the last one.
+
+    `batch` holds input_ids (and optionally attention_mask, labels; labels default to input_ids).
+    `optimizer` is a name from OPTIMIZERS or a torch optimizer over the model's trainable parameters.
+    The model is trained in place: its weights change by one (or `steps`) optimizer steps.
+    """
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    batch.setdefault("labels", batch["input_ids"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(trainable, optimizer, lr) if isinstance(optimizer, str) else optimizer
+    weight_keys = {_storage_key(t) for t in _weight_tensors(model)}
+    model.train()
+
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        key = _storage_key(t)
+        if key not in weight_keys and key not in saved:
+            saved[key] = t.untyped_storage().nbytes()
+        return t
+
+    for step in range(steps):
+        last = step == steps - 1
+        opt.zero_grad(set_to_none=True)
+        if last:
+            saved.clear()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = model(**batch).loss
+        if not last:
+            saved.clear()
+        loss.backward()
+        opt.step()
+
+    peak = None
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+    grads = sum(tensor_bytes(p.grad) for p in trainable if p.grad is not None)
+    state_seen, state_bytes = set(), 0
+    for state in opt.state.values():
+        for v in state.values():
+            if isinstance(v, torch.Tensor) and v.numel() and _storage_key(v) not in state_seen:
+                state_seen.add(_storage_key(v))
+                state_bytes += tensor_bytes(v)
+    return MemoryBreakdown(weights=param_bytes(model), gradients=grads, optimizer=state_bytes,
+                           activations=sum(saved.values()), peak_gpu=peak)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------------------------
+
+# Public config.json values, copied from each model's config.json on the Hugging Face Hub
+# (https://huggingface.co/<id>/blob/main/config.json). Keys are the Hub ids.
+KNOWN_CONFIGS: dict[str, dict] = {
+    "HuggingFaceTB/SmolLM2-135M": dict(  # 134.5M params
+        model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+        num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True, max_position_embeddings=8192),
+    "Qwen/Qwen2.5-0.5B": dict(  # 0.49B
+        model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+        num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=32768),
+    "Qwen/Qwen2.5-1.5B": dict(  # 1.54B
+        model_type="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+        num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=131072),
+    "Qwen/Qwen2.5-7B": dict(  # 7.62B
+        model_type="qwen2", vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+        num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False, max_position_embeddings=131072),
+    "mistralai/Mistral-7B-v0.1": dict(  # 7.24B
+        model_type="mistral", vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False, max_position_embeddings=32768),
+    "meta-llama/Llama-2-7b-hf": dict(  # 6.74B
+        model_type="llama", vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=32, tie_word_embeddings=False, max_position_embeddings=4096),
+    "meta-llama/Llama-2-13b-hf": dict(  # 13.0B
+        model_type="llama", vocab_size=32000, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+        num_attention_heads=40, num_key_value_heads=40, tie_word_embeddings=False, max_position_embeddings=4096),
+    "meta-llama/Llama-2-70b-hf": dict(  # 69.0B
+        model_type="llama", vocab_size=32000, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+        num_attention_heads=64, num_key_value_heads=8, tie_word_embeddings=False, max_position_embeddings=4096),
+    "meta-llama/Meta-Llama-3-70B": dict(  # 70.6B
+        model_type="llama", vocab_size=128256, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+        num_attention_heads=64, num_key_value_heads=8, tie_word_embeddings=False, max_position_embeddings=8192),
+}
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def load_config(name_or_path):
+    """A transformers config from KNOWN_CONFIGS (id or short name), a local folder/config.json, or the Hub."""
+    from transformers import AutoConfig
+
+    if not isinstance(name_or_path, (str, Path)):
+        return name_or_path  # already a config
+    name = str(name_or_path)
+    for key, values in KNOWN_CONFIGS.items():
+        if name in (key, key.split("/")[-1]):
+            values = dict(values)
+            return AutoConfig.for_model(values.pop("model_type"), **values)
+    path = Path(name)
+    if path.is_file():
+        values = json.loads(path.read_text())
+        return AutoConfig.for_model(values.pop("model_type"), **values)
+    if path.is_dir():
+        return AutoConfig.from_pretrained(path)
+    try:
+        return AutoConfig.from_pretrained(name)
+    except OSError as err:
+        raise OSError(
+            f"could not load config {name!r}: not in KNOWN_CONFIGS, not a local folder or config.json, "
+            f"and the Hugging Face Hub is not reachable (offline?). Known: {list(KNOWN_CONFIGS)}"
+        ) from err
+
+
+@dataclass
+class ModelShape:
+    """The numbers of a Llama-style decoder that decide its memory."""
+
+    vocab: int
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    tied: bool
+    qkv_bias: bool = False  # Qwen2 has biases on q, k, v
+    qk_norm: bool = False  # Qwen3 normalises q and k per head
+
+    def linears(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each linear layer in one decoder layer."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return {"q_proj": (self.hidden, q), "k_proj": (self.hidden, kv), "v_proj": (self.hidden, kv),
+                "o_proj": (q, self.hidden), "gate_proj": (self.hidden, self.intermediate),
+                "up_proj": (self.hidden, self.intermediate), "down_proj": (self.intermediate, self.hidden)}
+
+    def linear_params(self) -> int:
+        """Weights in all decoder linear layers (the ones QLoRA quantizes), all layers."""
+        return self.layers * sum(i * o for i, o in self.linears().values())
+
+    def other_params(self) -> int:
+        """Embeddings, lm_head (if untied), norms and biases: the weights that stay in 16/32 bit."""
+        per_layer = 2 * self.hidden  # input_layernorm, post_attention_layernorm
+        if self.qkv_bias:
+            per_layer += (self.heads + 2 * self.kv_heads) * self.head_dim
+        if self.qk_norm:
+            per_layer += 2 * self.head_dim
+        embed = self.vocab * self.hidden * (1 if self.tied else 2)
+        return embed + self.layers * per_layer + self.hidden  # + final norm
+
+    def num_params(self) -> int:
+        """Total parameter count, as model.num_parameters() reports it (tied weights once)."""
+        return self.linear_params() + self.other_params()
+
+
+def model_shape(config) -> ModelShape:
+    """ModelShape from a transformers config, a dict of config.json values, or a name for load_config."""
+    if isinstance(config, dict):
+        values = config
+    else:
+        values = load_config(config).to_dict()
+    model_type = values.get("model_type", "llama")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"model_type {model_type!r} not supported; choose one of {SUPPORTED_MODEL_TYPES}")
+    heads = values["num_attention_heads"]
+    return ModelShape(
+        vocab=values["vocab_size"], hidden=values["hidden_size"], intermediate=values["intermediate_size"],
+        layers=values["num_hidden_layers"], heads=heads,
+        kv_heads=values.get("num_key_value_heads") or heads,
+        head_dim=values.get("head_dim") or values["hidden_size"] // heads,
+        tied=bool(values.get("tie_word_embeddings", False)),
+        qkv_bias=model_type == "qwen2" or bool(values.get("attention_bias", False)),
+        qk_norm=model_type == "qwen3",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimated
+# ---------------------------------------------------------------------------------------------
+
+
+def nf4_bytes(n: int, double_quant: bool = True, blocksize: int = 64) -> float:
+    """Bytes of n weights in NF4: 4 bits each + one absmax per 64-block.
+
+    Without double quantization the absmax is fp32 (32/64 = 0.5 bit/param). With it (QLoRA paper,
+    sec. 3) the absmax is itself quantized to 8 bit, with one fp32 constant per 256 absmax values:
+    8/64 + 32/(64*256) = 0.127 bit/param, so 4.127 bits/param in all.
+    """
+    blocks = math.ceil(n / blocksize)
+    if double_quant:
+        return n / 2 + blocks + 4 * math.ceil(blocks / 256)
+    return n / 2 + 4 * blocks
+
+
+NF4_BITS_PER_PARAM = 4 + 8 / 64 + 32 / (64 * 256)  # = 4.127, NF4 + double quantization
+
+# Fixed bytes per quantized tensor in bitsandbytes 0.50 (measured; each layer has its own copies):
+# the 16-entry fp32 NF4 code (64 B); with double quant also the fp32 offset (4 B) and the
+# 256-entry fp32 code of the 8-bit absmax (1024 B).
+NF4_TENSOR_CONSTANTS = {True: 16 * 4 + 4 + 256 * 4, False: 16 * 4}
+
+
+def _targets(target_modules) -> tuple[str, ...]:
+    if target_modules == "all-linear":
+        return LINEAR_NAMES
+    if isinstance(target_modules, str):
+        target_modules = [target_modules]
+    unknown = set(target_modules) - set(LINEAR_NAMES)
+    if unknown:
+        raise ValueError(f"unknown target_modules {sorted(unknown)}; choose from {LINEAR_NAMES} or 'all-linear'")
+    return tuple(target_modules)
+
+
+def lora_params(shape: ModelShape, r: int = 16, target_modules="all-linear") -> int:
+    """LoRA parameters: r * (d_in + d_out) per targeted linear layer, all layers."""
+    linears = shape.linears()
+    return shape.layers * sum(r * sum(linears[name]) for name in _targets(target_modules))
+
+
+def trainable_tensors(shape: ModelShape, method: str, lora_r: int = 16, target_modules="all-linear") -> list[int]:
+    """Element counts of the trainable tensors: every parameter for "full", the LoRA A/B matrices otherwise."""
+    linears = shape.linears()
+    if method == "full":
+        embed = [shape.vocab * shape.hidden] * (1 if shape.tied else 2)
+        per_layer = [d_in * d_out for d_in, d_out in linears.values()] + [shape.hidden, shape.hidden]
+        if shape.qkv_bias:
+            per_layer += [linears[name][1] for name in ("q_proj", "k_proj", "v_proj")]
+        if shape.qk_norm:
+            per_layer += [shape.head_dim, shape.head_dim]
+        return embed + per_layer * shape.layers + [shape.hidden]
+    per_layer = []
+    for name in _targets(target_modules):
+        d_in, d_out = linears[name]
+        per_layer += [lora_r * d_in, d_out * lora_r]
+    return per_layer * shape.layers
+
+
+def optimizer_state_bytes(sizes: list[int], optimizer: str = "adamw", param_bytes: int = 4) -> int:
+    """Bytes of AdamW state for trainable tensors of the given element counts.
+
+    torch AdamW: two moments in the parameter's dtype (8 B/param for fp32, 4 for bf16) + a fp32 step.
+    bitsandbytes 8-bit AdamW: two uint8 moments + one fp32 absmax per 256-block each (~2.03 B/param)
+    + two 256-entry fp32 code books shared by all tensors; tensors under 4096 elements keep fp32 moments
+    (min_8bit_size). The paged variant has the same bytes, in CUDA unified memory (not counted by
+    torch.cuda.max_memory_allocated).
+    """
+    if optimizer == "adamw":
+        return sum(2 * n * param_bytes + 4 for n in sizes)
+    if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        small = [n for n in sizes if n < 4096]
+        large = [n for n in sizes if n >= 4096]
+        codebooks = 2 * 256 * 4 if large else 0  # qmap1, qmap2: one pair shared by all tensors
+        return sum(8 * n for n in small) + sum(2 * n + 8 * math.ceil(n / 256) for n in large) + codebooks
+    raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
+
+
+def layer_activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: int, precision: str = "bf16",
+                           lora_r: int = 16, target_modules="all-linear") -> int:
+    """Bytes autograd saves for backward in one Llama-style decoder layer (sdpa attention).
+
+    Derived by listing, with saved_tensors_hooks, what transformers 5 / peft 0.21 / bitsandbytes 0.50
+    save per decoder layer, and checked against `measure_memory` (tests/test_memory.py). With
+    T = batch*seq tokens, p = bytes of the compute dtype and 4 = fp32:
+
+    - RMSNorm (x2): its input upcast to fp32 (T*h*4) and rsqrt (T*4); full FT also the normed
+      tensor for the weight's gradient (T*h*p);
+    - linear inputs: full FT saves each distinct input once (T*h*p for q/k/v, T*h*p for gate/up,
+      T*i*p for down; o_proj's input is the attention output, already saved). LoRA/QLoRA: the base
+      weights are frozen and save nothing; peft casts the input of every targeted layer to the fp32
+      adapter dtype (one fp32 copy per targeted layer when p != 4, shared when p == 4) and saves
+      lora_A's output (T*r*4);
+    - attention (sdpa): q, k, v and output (T*(2q + 2kv)*p) plus a fp32 logsumexp (b*heads*s*4);
+    - MLP: gate output, up output, silu output (3*T*i*p);
+    - Qwen3 only: its per-head q/k RMSNorms save like the other norms, on q (T*q) and k (T*kv).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    T, s, p, a = batch_size * seq_len, seq_len, PRECISION_BYTES[precision], 4
+    h, i, r = shape.hidden, shape.intermediate, lora_r
+    linears = shape.linears()
+    q, kv = linears["q_proj"][1], linears["k_proj"][1]
+
+    norm = T * h * 4 + T * 4
+    attention = T * (2 * q + 2 * kv) * p + batch_size * shape.heads * s * 4
+    mlp = 3 * T * i * p
+    if shape.qk_norm:  # Qwen3: RMSNorm per head on q and k (fp32 input, rsqrt per head; full FT: normed)
+        q_norm = T * q * 4 + T * shape.heads * 4 + (T * q * p if method == "full" else 0)
+        k_norm = T * kv * 4 + T * shape.kv_heads * 4 + (T * kv * p if method == "full" else 0)
+        attention += q_norm + k_norm
+    if method == "full":
+        norms = 2 * (norm + T * h * p)
+        inputs = T * h * p + T * h * p + T * i * p
+    else:
+        targets = _targets(target_modules)
+        norms = 2 * norm
+        inputs = len(targets) * T * r * a
+        if p == a:  # fp32: the cast is a no-op, layers sharing an input share the saved tensor
+            groups = [("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",)]
+            for group in groups:
+                if any(name in targets for name in group) and group != ("o_proj",):
+                    inputs += T * linears[group[0]][0] * a
+        else:
+            inputs += sum(T * linears[name][0] * a for name in targets)
+    return norms + inputs + attention + mlp
+
+
+def activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: int, precision: str = "bf16",
+                     gradient_checkpointing: bool = False, lora_r: int = 16, target_modules="all-linear") -> int:
+    """Bytes autograd saves for backward in one forward: layers * one layer + the once-per-forward tensors.
+
+    Once per forward: rotary cos/sin (2*s*head_dim*p), final norm, lm_head input (full FT), token
+    ids and labels (int64), and the logits' log_softmax in fp32 (T*vocab*4, the loss upcasts), often
+    the largest single tensor. In LoRA the embedding is frozen, so layer 0's first norm saves nothing.
+
+    gradient_checkpointing: the forward keeps only each layer's input (T*h*p) plus the once-per-forward
+    tensors; backward recomputes one layer at a time, so the estimate adds one layer's worth
+    (what `measure_memory`, which watches the forward only, does not see).
+    """
+    layer = layer_activation_bytes(shape, method, seq_len, batch_size, precision, lora_r, target_modules)
+    T, p, h = batch_size * seq_len, PRECISION_BYTES[precision], shape.hidden
+    norm = T * h * 4 + T * 4
+    if method == "full":
+        head = norm + T * h * p + T * h * p + T * 8  # final norm, lm_head input, token ids (embedding)
+    else:
+        head = 0  # final norm (+norm) minus layer 0's first norm (-norm): its input, the frozen embedding
+    once = 2 * seq_len * shape.head_dim * p + head + T * shape.vocab * 4 + T * 8 + 4  # + labels (int64), loss
+    if gradient_checkpointing:
+        return shape.layers * T * h * p + layer + once
+    return shape.layers * layer + once
+
+
+def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optimizer: str = "adamw",
+                    precision: str = "bf16", gradient_checkpointing: bool = False, lora_r: int = 16,
+                    target_modules="all-linear", double_quant: bool = True,
+                    mixed_precision: bool = False) -> MemoryBreakdown:
+    """Predict training memory from a config, from first principles (see the module docstring).
+
+    precision: weight + compute dtype for "full" and "lora"; compute dtype (and dtype of the
+    non-quantized weights) for "qlora". Full FT keeps weights, gradients and AdamW moments in
+    `precision` (what torch does for a model loaded in bf16: 2+2+4 = 8 B/param). mixed_precision=True
+    (full only) is torch AMP: fp32 weights, gradients and moments, 4+4+8 = 16 B/param, the
+    mixed-precision Adam figure of the ZeRO paper; its activations are not calibrated (autocast
+    also saves 16-bit copies of the weights).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if precision not in PRECISION_BYTES:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {tuple(PRECISION_BYTES)}")
+    if not (isinstance(seq_len, int) and seq_len > 0 and isinstance(batch_size, int) and batch_size > 0):
+        raise ValueError(f"seq_len and batch_size must be positive integers, got {seq_len!r}, {batch_size!r}")
+    shape = config if isinstance(config, ModelShape) else model_shape(config)
+    nbytes = PRECISION_BYTES[precision]
+    buffers = 2 * (shape.head_dim // 2) * 4  # rotary inv_freq + original_inv_freq, fp32
+    sizes = trainable_tensors(shape, method, lora_r, target_modules)
+    trainable = sum(sizes)
+
+    if method == "full":
+        param_dtype_bytes = 4 if mixed_precision else nbytes  # AMP keeps fp32 weights, grads and moments
+        weights = shape.num_params() * param_dtype_bytes + buffers
+    else:
+        param_dtype_bytes = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True)
+        if method == "lora":
+            weights = shape.num_params() * nbytes + buffers
+        else:  # qlora: decoder linears in NF4, embeddings / lm_head / norms / biases in `precision`
+            weights = shape.other_params() * nbytes + buffers
+            for d_in, d_out in shape.linears().values():
+                weights += shape.layers * (nf4_bytes(d_in * d_out, double_quant) + NF4_TENSOR_CONSTANTS[double_quant])
+        weights += trainable * 4
+    gradients = trainable * param_dtype_bytes
+    optimizer_state = optimizer_state_bytes(sizes, optimizer, param_dtype_bytes)
+    activations = activation_bytes(shape, method, seq_len, batch_size, precision, gradient_checkpointing,
+                                   lora_r, target_modules)
+    return MemoryBreakdown(weights=int(weights), gradients=int(gradients), optimizer=int(optimizer_state),
+                           activations=int(activations))
+
+
+def estimate_peak(estimate: MemoryBreakdown, config, *, seq_len: int, batch_size: int) -> int:
+    """Rough steady-state peak of a training step (what torch.cuda.max_memory_allocated would show).
+
+    Weights and optimizer state live all the time. The peak comes either at the start of backward,
+    when all activations are alive plus two fp32 (batch*seq*vocab) buffers of the loss (the
+    log_softmax gradient in and out, 8*T*vocab bytes), or at the end of backward, when all the
+    gradients exist. A model, not a measurement: scripts/gpu_memory_check.py checks it on a GPU.
+    """
+    shape = config if isinstance(config, ModelShape) else model_shape(config)
+    loss_buffers = 8 * batch_size * seq_len * shape.vocab
+    return estimate.weights + estimate.optimizer + max(estimate.activations + loss_buffers, estimate.gradients)
+
+
+# Memory torch can use on each GPU, in GiB: the "total capacity" torch reports in its out-of-memory
+# messages (a bit less than the marketing size; the CUDA context takes a few hundred MB more).
+# Colab's T4 reports "14.75 GiB total capacity" (nvidia-smi: 15360 MiB).
+GPUS = {
+    "T4 16 GB": 14.75,
+    "L4 24 GB": 22.0,
+    "RTX 3090/4090 24 GB": 23.65,
+    "A100 40 GB": 39.4,
+    "A100 80 GB": 79.15,
+    "H100 80 GB": 79.1,
+}
+
+
+def fits_on(breakdown, headroom_gib: float = 1.0, gpus: dict | None = None) -> dict[str, bool]:
+    """For each GPU, whether `breakdown.total` (or a byte count) fits with `headroom_gib` left free."""
+    total = breakdown.total if isinstance(breakdown, MemoryBreakdown) else int(breakdown)
+    gpus = GPUS if gpus is None else gpus
+    return {name: total <= (gib - headroom_gib) * GB for name, gib in gpus.items()}
+
+
+def fit_table(models=None, methods=METHODS, *, seq_len: int = 512, batch_size: int = 1,
+              headroom_gib: float = 1.0, **estimate_kwargs) -> list[dict]:
+    """Rows of "which model fits which GPU by which method": one per (model, method), GiB and a bool per GPU.
+
+    models: names or configs (default: all of KNOWN_CONFIGS); extra keyword arguments go to estimate_memory.
+    """
+    models = list(KNOWN_CONFIGS) if models is None else models
+    rows = []
+    for model in models:
+        shape = model_shape(model)
+        for method in methods:
+            est = estimate_memory(shape, method, seq_len=seq_len, batch_size=batch_size, **estimate_kwargs)
+            fits = fits_on(est, headroom_gib)
+            rows.append({
+                "model": model if isinstance(model, str) else getattr(model, "name_or_path", "config"),
+                "params_b": round(shape.num_params() / 1e9, 3), "method": method,
+                **{f"{k}_gib": round(v / GB, 2) for k, v in est.as_dict().items() if v is not None},
+                **fits, "smallest_gpu": next((name for name, ok in fits.items() if ok), None),
+            })
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Random-initialised models (for tests and the GPU check: no download needed)
+# ---------------------------------------------------------------------------------------------
+
+
+def random_model(config, method: str = "full", *, precision: str = "fp32", lora_r: int = 16,
+                 target_modules="all-linear", double_quant: bool = True, device: str = "cpu", seed: int = 0):
+    """A random-initialised causal LM for `method`: full (all trainable), lora or qlora (peft adapters)."""
+    from transformers import AutoModelForCausalLM
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    config = load_config(config) if not isinstance(config, dict) else load_config_dict(config)
+    dtype = torch_dtype(precision)
+    torch.manual_seed(seed)
+    if method != "qlora":
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(device)
+    else:
+        bnb_config = nf4_config(precision, double_quant=double_quant)
+        with tempfile.TemporaryDirectory() as tmp:
+            AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(tmp)
+            model = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=bnb_config, dtype=dtype,
+                                                         device_map=device)
+        if device == "cpu":
+            disable_bnb_cpu_repacking(model)
+    if method in ("lora", "qlora"):
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(lora_r, dropout=0.0, target_modules=target_modules))
+    return model
+
+
+def load_config_dict(values: dict):
+    """A transformers config from a dict of config.json values (must include model_type)."""
+    from transformers import AutoConfig
+
+    values = dict(values)
+    return AutoConfig.for_model(values.pop("model_type", "llama"), **values)
+
+
+def random_batch(vocab_size: int, seq_len: int, batch_size: int, seed: int = 0) -> dict:
+    """A batch of random token ids (labels = input_ids)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g)
+    return {"input_ids": ids, "labels": ids.clone()}

@@ -1,0 +1,49 @@
+import pytest
+
+import ftkit
+from ftkit.__main__ import main
+from ftkit.doctor import TESTED_VERSIONS
+
+
+def test_doctor_reports_every_area(capsys):
+    checks = ftkit.doctor()
+    names = {c.name for c in checks}
+    assert {"python", "device", "RAM available", "disk free (cache)", "built-in model"} <= names
+    assert set(ftkit.TESTED_VERSIONS) <= names
+    out = capsys.readouterr().out
+    assert "problem(s) found" in out or "All checks passed" in out
+
+
+def test_doctor_flags_a_version_mismatch_with_its_fix(monkeypatch):
+    monkeypatch.setitem(TESTED_VERSIONS, "peft", "0.0.1")
+    peft = next(c for c in ftkit.doctor(verbose=False) if c.name == "peft")
+    assert not peft.ok and "pip install peft==0.0.1" in peft.fix
+
+
+def test_doctor_flags_a_missing_package(monkeypatch):
+    monkeypatch.setitem(TESTED_VERSIONS, "no-such-package-ftkit", "1.0")
+    check = next(c for c in ftkit.doctor(verbose=False) if c.name == "no-such-package-ftkit")
+    assert not check.ok and check.value == "missing"
+
+
+def test_constraints_agree_with_the_tested_versions():
+    from ftkit.notebooks import ROOT
+
+    text = (ROOT / "constraints.txt").read_text()
+    pins = dict(line.strip().split("==") for line in text.splitlines() if "==" in line and not line.startswith("#"))
+    for package, version in ftkit.TESTED_VERSIONS.items():
+        assert pins.get(package) == version, f"constraints.txt pins {package}=={pins.get(package)}, doctor says {version}"
+
+
+def test_cli_reports_errors_without_a_traceback(capsys, monkeypatch):
+    monkeypatch.setenv("FTKIT_PROFILE", "nope")
+    assert main(["compare"]) == 2
+    assert "Unknown profile 'nope'" in capsys.readouterr().err
+
+
+def test_cli_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("compare", "prefetch", "doctor", "sync-notebooks"):
+        assert command in out
