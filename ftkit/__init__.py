@@ -6,32 +6,33 @@ One flat module per concern; everything a notebook needs is importable from here
     data      - the course dataset (sentence -> JSON record) and its metrics
     train     - run_experiment: train with TRL's SFTTrainer and measure everything
     memory    - training memory, measured exactly and estimated from a config; which GPU fits
+    lora      - LoRA from scratch, checked against peft
+    quant     - int4 / NF4 from scratch, checked against bitsandbytes
     compare   - the three methods side by side (the course's main job)
+    checks    - exercise checks that say what is wrong
     plots     - loss curves, schedules, bar charts (ax=None in, Axes out)
     doctor    - check the machine, each problem with its fix
     notebooks - Colab badges, install cells, notebook hygiene
 """
 
 from .compare import compare_methods, comparison_table
+from . import checks
 from .data import FIELDS, augment, format_answer, load_course_dataset, parse_answer, score
 from .doctor import TESTED_VERSIONS, doctor
-from .memory import (
-                     GPUS,
-                     KNOWN_CONFIGS,
-                     MemoryBreakdown,
-                     estimate_memory,
-                     fit_table,
-                     fits_on,
-                     human_bytes,
-                     load_config,
-                     measure_memory,
-)
+from .lora import LoRALinear, add_lora, copy_to_peft, lora_param_count, time_forward
+from .memory import (GPUS, KNOWN_CONFIGS, MemoryBreakdown, estimate_memory, fit_table, fits_on, human_bytes,
+                     load_config, measure_memory)
 from .models import KNOWN_MODELS, METHODS, cache_dir, count_parameters, load_model, load_tokenizer
 from .plots import plot_bars, plot_losses, plot_lr, plot_stacked
 from .profiles import PROFILES, Profile, get_profile
+from .quant import (absmax_dequantize, absmax_quantize, bnb_nf4_roundtrip, compare_with_bnb, double_quant_bits,
+                    nf4_dequantize, nf4_levels, nf4_quantize, reconstruction_error)
 from .train import Result, evaluate_task, generate_answers, run_experiment
 
 __all__ = [
+    "LoRALinear", "add_lora", "copy_to_peft", "lora_param_count", "time_forward", "absmax_dequantize",
+    "absmax_quantize", "bnb_nf4_roundtrip", "compare_with_bnb", "double_quant_bits", "nf4_dequantize", "nf4_levels",
+    "nf4_quantize", "reconstruction_error", "checks",
     "GPUS", "KNOWN_CONFIGS", "MemoryBreakdown", "estimate_memory", "fit_table", "fits_on", "load_config",
     "measure_memory", "FIELDS", "KNOWN_MODELS", "METHODS", "PROFILES", "TESTED_VERSIONS", "Profile", "Result", "augment",
     "cache_dir", "compare_methods", "comparison_table", "count_parameters", "doctor", "evaluate_task",

@@ -54,10 +54,9 @@ def install_cell_source() -> str:
     ])
 
 
-def sync_notebook(path: Path, root: Path = ROOT) -> bool:
-    """Rewrite a notebook's badge and install cell from the settings above; True if it changed."""
+def synced_text(path: Path, root: Path = ROOT) -> str:
+    """The notebook's text with its badge and install cell regenerated from the settings above."""
     nb = json.loads(path.read_text())
-    before = json.dumps(nb)
     for cell in nb["cells"]:
         text = "".join(cell["source"])
         if cell["cell_type"] == "markdown" and BADGE_RE.search(text):
@@ -65,9 +64,15 @@ def sync_notebook(path: Path, root: Path = ROOT) -> bool:
         elif cell["cell_type"] == "code" and text.startswith(INSTALL_MARK):
             text = install_cell_source()
         cell["source"] = text.splitlines(keepends=True)
-    if json.dumps(nb) == before:
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+def sync_notebook(path: Path, root: Path = ROOT) -> bool:
+    """Rewrite a notebook's badge and install cell from the settings above; True if it changed."""
+    text = synced_text(path, root)
+    if text == path.read_text():
         return False
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    path.write_text(text)
     return True
 
 
@@ -108,3 +113,25 @@ def clear_outputs(path: Path) -> bool:
         return False
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return True
+
+
+def write_notebook(path: Path, cells: list[tuple[str, str]]) -> None:
+    """Write a clean notebook from [("md" | "code", source), ...]; badge and install cell are then synced.
+
+    The first markdown cell should hold a Colab badge (any path: sync rewrites it) and the first code cell
+    should start with INSTALL_MARK. Notebooks under colab/ get Colab's T4 GPU metadata."""
+    path = Path(path)
+    metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                "language_info": {"name": "python"}}
+    if "colab" in path.resolve().relative_to(ROOT).parts[:1]:
+        metadata |= {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
+    nb = {"cells": [], "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
+    for i, (kind, source) in enumerate(cells):
+        cell = {"cell_type": "markdown" if kind == "md" else "code", "id": f"c{i:02d}", "metadata": {},
+                "source": source.strip("\n").splitlines(keepends=True)}
+        if kind != "md":
+            cell |= {"execution_count": None, "outputs": []}
+        nb["cells"].append(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    sync_notebook(path)

@@ -1,0 +1,59 @@
+"""Notebook hygiene: clean in git, a badge for their own path, the generated install cell, no absolute paths."""
+
+import json
+import shutil
+
+import pytest
+
+from ftkit import notebooks as nb
+
+NOTEBOOKS = nb.all_notebooks()
+
+
+def test_there_are_notebooks_in_both_folders():
+    folders = {p.relative_to(nb.ROOT).parts[0] for p in NOTEBOOKS}
+    assert folders == {"notebooks", "colab"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(nb.ROOT)))
+def test_notebook_is_clean(path):
+    assert nb.hygiene_problems(path) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(nb.ROOT)))
+def test_sync_would_change_nothing(path):
+    """Badges and install cells agree with REPO_SLUG and the tested versions (python -m ftkit sync-notebooks)."""
+    assert nb.synced_text(path) == path.read_text()
+
+
+def test_colab_notebooks_ask_for_a_t4():
+    for path in NOTEBOOKS:
+        if path.relative_to(nb.ROOT).parts[0] == "colab":
+            meta = json.loads(path.read_text())["metadata"]
+            assert meta["accelerator"] == "GPU" and meta["colab"]["gpuType"] == "T4"
+
+
+def test_install_cell_pins_tested_versions_but_not_torch():
+    source = nb.install_cell_source()
+    assert "transformers==" in source and "bitsandbytes==" in source
+    assert " torch==" not in source
+    assert 'if "google.colab" in sys.modules:' in source
+
+
+def test_hygiene_catches_a_dirty_notebook(tmp_path):
+    path = nb.ROOT / "notebooks" / ".dirty-test.ipynb"
+    shutil.copy(NOTEBOOKS[0], path)
+    try:
+        data = json.loads(path.read_text())
+        code = next(c for c in data["cells"] if c["cell_type"] == "code")
+        code["outputs"], code["execution_count"] = [{"output_type": "stream", "name": "stdout", "text": "x"}], 3
+        data["metadata"]["widgets"] = {"state": {}}
+        data["cells"][0]["source"] = ["# no badge here, and /home/me/data.csv"]
+        path.write_text(json.dumps(data))
+        problems = " | ".join(nb.hygiene_problems(path))
+        for expected in ("outputs", "execution counts", "widget state", "Colab badge", "absolute path"):
+            assert expected in problems
+        assert nb.clear_outputs(path)
+        assert not any("outputs" in p or "counts" in p or "widget" in p for p in nb.hygiene_problems(path))
+    finally:
+        path.unlink()
