@@ -57,3 +57,13 @@ def test_hygiene_catches_a_dirty_notebook(tmp_path):
         assert not any("outputs" in p or "counts" in p or "widget" in p for p in nb.hygiene_problems(path))
     finally:
         path.unlink()
+
+
+def test_readme_badges_and_links_point_to_real_notebooks():
+    readme = (nb.ROOT / "README.md").read_text()
+    targets = nb.BADGE_RE.findall(readme)
+    assert targets, "the README's chapter table has Colab badges"
+    for target in targets:
+        slug, path = target.split(f"/blob/{nb.BRANCH}/")
+        assert slug == nb.REPO_SLUG
+        assert (nb.ROOT / path).is_file(), f"README badge points to missing {path}"
