@@ -10,14 +10,16 @@ One flat module per concern; everything a notebook needs is importable from here
     quant     - int4 / NF4 from scratch, checked against bitsandbytes
     compare   - the three methods side by side (the course's main job)
     checks    - exercise checks that say what is wrong
+    colab     - the capstone's recipe, memory plan, Drive checkpoints, live loss plot, adapter keeping
     plots     - loss curves, schedules, bar charts (ax=None in, Axes out)
     doctor    - check the machine, each problem with its fix
     notebooks - Colab badges, install cells, notebook hygiene
 """
 
 from .compare import compare_methods, comparison_table
-from . import checks
-from .data import FIELDS, augment, format_answer, load_course_dataset, parse_answer, score
+from . import checks, colab
+from .data import (FIELDS, augment, format_answer, load_course_dataset, load_user_dataset, parse_answer, score,
+                   score_text)
 from .doctor import TESTED_VERSIONS, doctor
 from .lora import LoRALinear, add_lora, copy_to_peft, lora_param_count, time_forward
 from .memory import (GPUS, KNOWN_CONFIGS, MemoryBreakdown, estimate_memory, fit_table, fits_on, human_bytes,
@@ -32,7 +34,7 @@ from .train import Result, evaluate_task, generate_answers, run_experiment
 __all__ = [
     "LoRALinear", "add_lora", "copy_to_peft", "lora_param_count", "time_forward", "absmax_dequantize",
     "absmax_quantize", "bnb_nf4_roundtrip", "compare_with_bnb", "double_quant_bits", "nf4_dequantize", "nf4_levels",
-    "nf4_quantize", "reconstruction_error", "checks",
+    "nf4_quantize", "reconstruction_error", "checks", "colab", "load_user_dataset", "score_text",
     "GPUS", "KNOWN_CONFIGS", "MemoryBreakdown", "estimate_memory", "fit_table", "fits_on", "load_config",
     "measure_memory", "FIELDS", "KNOWN_MODELS", "METHODS", "PROFILES", "TESTED_VERSIONS", "Profile", "Result", "augment",
     "cache_dir", "compare_methods", "comparison_table", "count_parameters", "doctor", "evaluate_task",

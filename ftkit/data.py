@@ -347,3 +347,65 @@ def score(predictions: list[str], references: list[str]) -> dict:
         exact += all(right) and set(pred) == set(FIELDS)
     n = len(predictions)
     return {"exact_match": exact / n, "field_accuracy": fields / n, "valid_json": valid / n, "n": n}
+
+
+# --- the learner's own data (capstone) -----------------------------------------------------------
+
+USER_FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+def load_user_dataset(source, *, input_column: str = "input", output_column: str = "output",
+                      test_size: float = 0.1, seed: int = 0) -> datasets.DatasetDict:
+    """A JSONL/CSV file or a hub dataset id (online only) -> train/validation/test in the course's chat format.
+
+    Each row becomes {"messages": [user: input, assistant: output], "answer": output}; validation and test
+    each get a `test_size` share of the rows (at least one row each). Used in colab/capstone_qlora_t4.ipynb.
+    """
+    from pathlib import Path
+
+    if not 0 < test_size < 0.5:
+        raise ValueError(f"test_size is the share of rows for validation and for test each: use (0, 0.5), "
+                         f"not {test_size!r}")
+    path = Path(source)
+    if path.suffix.lower() in USER_FILE_FORMATS:
+        if not path.is_file():
+            raise FileNotFoundError(f"No data file at {path}: give a .jsonl or .csv file path (or a hub id).")
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        if len(lines) < (2 if path.suffix.lower() == ".csv" else 1):  # a CSV's first line is its header
+            raise ValueError(f"{path} is empty: it needs one example per line (JSONL) or per row (CSV).")
+        table = datasets.load_dataset(USER_FILE_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
+    else:
+        try:
+            table = datasets.load_dataset(str(source), split="train")
+        except Exception as err:  # offline, or no such dataset
+            raise ValueError(f"Could not load {source!r} as a hub dataset ({type(err).__name__}: {err}). "
+                             "Give a .jsonl or .csv file path, or check the id and the network.") from err
+    missing = [c for c in (input_column, output_column) if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {missing}; columns found: {table.column_names}. "
+                         "Name yours with load_user_dataset(..., input_column='...', output_column='...').")
+    rows = [(str(x).strip(), str(y).strip()) for x, y in zip(table[input_column], table[output_column], strict=True)
+            if x is not None and y is not None and str(x).strip() and str(y).strip()]
+    if len(rows) < 3:
+        raise ValueError(f"{source} has {len(rows)} usable example(s) (non-empty {input_column!r} and "
+                         f"{output_column!r}): it needs at least 3, one each for train, validation and test.")
+    rng = random.Random(f"user-{seed}")
+    rng.shuffle(rows)
+    n_held = max(1, round(test_size * len(rows)))
+    n_held = min(n_held, (len(rows) - 1) // 2)
+    parts = {"test": rows[:n_held], "validation": rows[n_held:2 * n_held], "train": rows[2 * n_held:]}
+
+    def as_chat(pairs):
+        return datasets.Dataset.from_list([{"messages": [{"role": "user", "content": x},
+                                                          {"role": "assistant", "content": y}], "answer": y}
+                                           for x, y in pairs])
+
+    return datasets.DatasetDict({split: as_chat(parts[split]) for split in ("train", "validation", "test")})
+
+
+def score_text(predictions: list[str], references: list[str]) -> dict:
+    """Exact match of the answer text (stripped) for the learner's own data, where answers need not be JSON."""
+    if len(predictions) != len(references) or not predictions:
+        raise ValueError(f"got {len(predictions)} predictions for {len(references)} references: pass one each")
+    exact = sum(p.strip() == r.strip() for p, r in zip(predictions, references, strict=True))
+    return {"exact_match": exact / len(predictions), "n": len(predictions)}

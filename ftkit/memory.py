@@ -481,8 +481,8 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
                     mixed_precision: bool = False) -> MemoryBreakdown:
     """Predict training memory from a config, from first principles (see the module docstring).
 
-    precision: weight + compute dtype for "full" and "lora"; compute dtype (and dtype of the
-    non-quantized weights) for "qlora". Full FT keeps weights, gradients and AdamW moments in
+    precision: weight + compute dtype for "full" and "lora"; compute dtype for "qlora" (whose
+    non-quantized weights are fp32 after prepare_model_for_kbit_training). Full FT keeps weights, gradients and AdamW moments in
     `precision` (what torch does for a model loaded in bf16: 2+2+4 = 8 B/param). mixed_precision=True
     (full only) is torch AMP: fp32 weights, gradients and moments, 4+4+8 = 16 B/param, the
     mixed-precision Adam figure of the ZeRO paper; its activations are not calibrated (autocast
@@ -507,14 +507,18 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
         param_dtype_bytes = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True)
         if method == "lora":
             weights = shape.num_params() * nbytes + buffers
-        else:  # qlora: decoder linears in NF4, embeddings / lm_head / norms / biases in `precision`
-            weights = shape.other_params() * nbytes + buffers
+        else:  # qlora: decoder linears in NF4; embeddings / lm_head / norms / biases in fp32, because peft's
+            # prepare_model_for_kbit_training (which ftkit.load_model calls) upcasts every weight that is not 4-bit
+            weights = shape.other_params() * 4 + buffers
             for d_in, d_out in shape.linears().values():
                 weights += shape.layers * (nf4_bytes(d_in * d_out, double_quant) + NF4_TENSOR_CONSTANTS[double_quant])
         weights += trainable * 4
     gradients = trainable * param_dtype_bytes
     optimizer_state = optimizer_state_bytes(sizes, optimizer, param_dtype_bytes)
-    activations = activation_bytes(shape, method, seq_len, batch_size, precision, gradient_checkpointing,
+    # QLoRA: prepare_model_for_kbit_training upcasts the embeddings, so the residual stream (and every saved
+    # activation) is fp32 whatever the compute dtype; measured equal to the byte in tests/test_memory.py.
+    act_precision = "fp32" if method == "qlora" else precision
+    activations = activation_bytes(shape, method, seq_len, batch_size, act_precision, gradient_checkpointing,
                                    lora_r, target_modules)
     return MemoryBreakdown(weights=int(weights), gradients=int(gradients), optimizer=int(optimizer_state),
                            activations=int(activations))
@@ -600,6 +604,9 @@ def random_model(config, method: str = "full", *, precision: str = "fp32", lora_
                                                          device_map=device)
         if device == "cpu":
             disable_bnb_cpu_repacking(model)
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # as ftkit.load_model does
     if method in ("lora", "qlora"):
         from peft import get_peft_model
 

@@ -32,8 +32,8 @@ class Result:
     model: str
     hyperparameters: dict
     history: list = field(default_factory=list)  # {"step", "train_loss"|"eval_loss", "learning_rate", "grad_norm"}
-    wall_time_s: float = 0.0  # training only (no loading, no scoring)
-    tokens_per_s: float = 0.0  # non-padding tokens trained on per second
+    wall_time_s: float = 0.0  # the training call, validation included (no loading, no scoring)
+    tokens_per_s: float = 0.0  # non-padding tokens trained on per second of training (validation time excluded)
     peak_memory_bytes: int = 0
     peak_memory_kind: str = ""  # what peak_memory_bytes is: CUDA max allocated, or CPU process RSS growth
     trainable_params: int = 0
@@ -107,12 +107,14 @@ def to_prompt_completion(dataset):
                        remove_columns=dataset.column_names)
 
 
-def check_hyperparameters(*, learning_rate, batch_size, max_steps, n_train, optim, device, warmup_steps) -> None:
+def check_hyperparameters(*, learning_rate, batch_size, max_steps, n_train, optim, device, warmup_steps,
+                          accumulation=1) -> None:
     """Refuse impossible settings before any time is spent, saying what to change."""
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0 (LoRA: ~1e-4 to 1e-3; full FT: ~1e-5), not {learning_rate}")
-    if batch_size < 1 or max_steps < 1:
-        raise ValueError(f"batch_size and max_steps must be >= 1, not {batch_size} and {max_steps}")
+    if batch_size < 1 or max_steps < 1 or accumulation < 1:
+        raise ValueError(f"batch_size, max_steps and gradient_accumulation_steps must be >= 1, not {batch_size}, "
+                         f"{max_steps} and {accumulation}")
     if n_train < 1:
         raise ValueError("The training set is empty: give at least one example (check your filter or file).")
     if warmup_steps < 0 or warmup_steps >= max_steps:
@@ -124,7 +126,8 @@ def check_hyperparameters(*, learning_rate, batch_size, max_steps, n_train, opti
 
 def run_experiment(method: str = "lora", *, profile: Profile | None = None, model: str | None = None,
                    data=None, learning_rate: float = 1e-3, max_steps: int | None = None,
-                   batch_size: int | None = None, lora_r: int = 16, lora_alpha: int | None = None,
+                   batch_size: int | None = None, gradient_accumulation_steps: int = 1, lora_r: int = 16,
+                   lora_alpha: int | None = None,
                    lora_dropout: float = 0.05, target_modules="all-linear", weight_decay: float = 0.0,
                    warmup_steps: int = 0, lr_scheduler: str = "cosine", optim: str = "adamw_torch",
                    gradient_checkpointing: bool = False, eval_every: int | None = None,
@@ -150,13 +153,15 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
     data = data if data is not None else load_course_dataset(n_train=profile.n_train, n_validation=profile.n_eval,
                                                              n_test=profile.n_eval, n_heldout=profile.n_eval,
                                                              seed=seed)
-    hyperparameters = dict(learning_rate=learning_rate, max_steps=max_steps, batch_size=batch_size, lora_r=lora_r,
+    hyperparameters = dict(learning_rate=learning_rate, max_steps=max_steps, batch_size=batch_size,
+                           gradient_accumulation_steps=gradient_accumulation_steps, lora_r=lora_r,
                            lora_alpha=lora_alpha if lora_alpha is not None else 2 * lora_r,
                            lora_dropout=lora_dropout, weight_decay=weight_decay, warmup_steps=warmup_steps,
                            lr_scheduler=lr_scheduler, optim=optim, precision=profile.precision, seed=seed,
                            max_seq_len=profile.max_seq_len, gradient_checkpointing=gradient_checkpointing)
     check_hyperparameters(learning_rate=learning_rate, batch_size=batch_size, max_steps=max_steps,
-                          n_train=len(data["train"]), optim=optim, device=profile.device, warmup_steps=warmup_steps)
+                          n_train=len(data["train"]), optim=optim, device=profile.device, warmup_steps=warmup_steps,
+                          accumulation=gradient_accumulation_steps)
     set_seed(seed)
     net, tokenizer = load_model(model_name, method, precision=profile.precision, device=profile.device,
                                 lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
@@ -169,6 +174,7 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
     keep_checkpoints = bool(save_every) or early_stopping_patience is not None
     config = SFTConfig(
         output_dir=output_dir, max_steps=max_steps, per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
         per_device_eval_batch_size=batch_size, learning_rate=learning_rate, lr_scheduler_type=lr_scheduler,
         warmup_steps=warmup_steps, weight_decay=weight_decay, optim=optim, seed=seed, data_seed=seed,
         bf16=profile.precision == "bf16", fp16=profile.precision == "fp16", use_cpu=profile.device == "cpu",
@@ -193,7 +199,8 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
     trainable, total = count_parameters(net)
     result = Result(method=method, model=model_name, hyperparameters=hyperparameters,
                     history=history_of(trainer.state.log_history), wall_time_s=wall,
-                    tokens_per_s=_trained_tokens(trainer, last) / wall, peak_memory_bytes=peak.peak,
+                    tokens_per_s=_trained_tokens(trainer, last) / (wall - _eval_seconds(trainer, last)),
+                    peak_memory_bytes=peak.peak,
                     peak_memory_kind=peak.kind, trainable_params=trainable, total_params=total,
                     output_dir=output_dir)
     if early_stopping_patience is not None and trainer.state.best_model_checkpoint:
@@ -227,6 +234,12 @@ def _trained_tokens(trainer, resumed_from: str | None) -> float:
         state = json.loads((Path(resumed_from) / "trainer_state.json").read_text())
         seen -= state.get("num_input_tokens_seen", 0)
     return float(seen)
+
+
+def _eval_seconds(trainer, resumed_from: str | None) -> float:
+    """Seconds this call spent on validation (logged by the Trainer as eval_runtime)."""
+    resumed_step = int(resumed_from.rstrip("/").split("-")[-1]) if resumed_from else 0
+    return sum(e["eval_runtime"] for e in trainer.state.log_history if "eval_runtime" in e and e["step"] > resumed_step)
 
 
 def history_of(log_history: list[dict]) -> list[dict]:

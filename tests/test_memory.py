@@ -78,8 +78,9 @@ def test_wrong_formula_fails(fp32_measurements):
     m = measured[64]
     kw = dict(batch_size=BATCH, precision="fp32")
     assert rel_err(m.activations, M.estimate_memory(SMOL, method, seq_len=128, **kw).activations) > 0.15
-    assert rel_err(m.weights, M.estimate_memory(SMOL, method, seq_len=64, batch_size=BATCH,
-                                                precision="bf16").weights) > 0.02
+    if method != "qlora":  # (QLoRA's non-4-bit weights are fp32 whatever the compute precision)
+        assert rel_err(m.weights, M.estimate_memory(SMOL, method, seq_len=64, batch_size=BATCH,
+                                                    precision="bf16").weights) > 0.02
     if method == "qlora":  # forgetting the quantization
         assert rel_err(m.weights, M.estimate_memory(SMOL, "lora", seq_len=64, **kw).weights) > 0.02
     if method != "full":

@@ -1,0 +1,300 @@
+"""The Colab capstone's helpers: the T4 recipe, a memory plan, Drive checkpoints, a live loss plot, keep and share.
+
+Used in colab/capstone_qlora_t4.ipynb (and scripts/t4_emulation.py, which runs the same recipe on a capped GPU).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from .doctor import in_colab
+from .memory import GB, GPUS, KNOWN_CONFIGS, estimate_memory, estimate_peak, load_config, model_shape
+from .models import disable_bnb_cpu_repacking, model_path, nf4_config, tiny_model_dir, torch_dtype
+
+T4_GIB = GPUS["T4 16 GB"]  # what torch can use on Colab's T4 (FINDINGS §6: about 14.5-14.75 GiB)
+DRIVE = Path("/content/drive")
+FAST_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"  # the one-line alternative for a fast run (same recipe)
+RUN_ARGS = ("max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "target_modules",
+            "optim", "gradient_checkpointing", "warmup_steps", "lr_scheduler", "eval_every", "save_every")
+
+
+def capstone_recipe(profile) -> dict:
+    """The QLoRA settings a free T4 needs, one definition for the notebook and scripts/t4_emulation.py."""
+    cuda = profile.device == "cuda"
+    return dict(
+        precision=profile.precision,  # t4: fp16 (no real bf16 below compute capability 8.0); bf16 on >= 8.0
+        max_seq_len=profile.max_seq_len,  # course examples are ~100 tokens with Qwen's chat template: 256 is room
+        # The loss's fp32 buffers (tokens x 152k vocab) dominate a 7B's peak: on a GPU, half the batch twice (same
+        # effective batch) keeps the estimated peak near 10 GiB, with room under the T4's 14.75 GiB.
+        batch_size=max(1, profile.batch_size // 2) if cuda else profile.batch_size,
+        gradient_accumulation_steps=2 if cuda else 1,
+        gradient_checkpointing=True,  # recompute activations in backward: ~1/28 of the activations for ~30 % time
+        optim="paged_adamw_8bit" if cuda else "adamw_torch",  # 8-bit moments paged to RAM; needs CUDA
+        lora_r=16, lora_alpha=32, lora_dropout=0.05,  # alpha = 2 r (the theory's rule of thumb)
+        target_modules="all-linear",  # every linear layer of every block (QLoRA paper: needed to match full FT)
+        learning_rate=2e-4,  # the theory's LoRA/QLoRA value
+        lr_scheduler="cosine", warmup_steps=max(1, profile.max_steps // 10),
+        max_steps=profile.max_steps, eval_every=profile.eval_every,
+        save_every=profile.eval_every,  # a free runtime can disconnect: a checkpoint every eval, resumable
+    )
+
+
+def experiment_args(recipe: dict, profile) -> dict:
+    """run_experiment's keyword arguments for a recipe (precision and sequence length travel in the profile)."""
+    run_profile = replace(profile, precision=recipe["precision"], max_seq_len=recipe["max_seq_len"])
+    return {"profile": run_profile, **{key: recipe[key] for key in RUN_ARGS}}
+
+
+# --- plan before loading ------------------------------------------------------------------------
+
+
+def config_name(model: str) -> str:
+    """The KNOWN_CONFIGS entry (or local folder) describing a model name: instruct models share the base's shape."""
+    if model == "smollm2-135m":
+        return "HuggingFaceTB/SmolLM2-135M"
+    if model == "tiny-random":
+        return str(tiny_model_dir())
+    base = model.removesuffix("-Instruct")
+    return base if base in KNOWN_CONFIGS else model
+
+
+def memory_budget(gpu_gib: float | None = None) -> tuple[int, str]:
+    """Bytes training may use and what they are: the given GPU size, the visible GPU, or the available RAM."""
+    if gpu_gib is not None:
+        return int(gpu_gib * GB), f"{gpu_gib:.2f} GiB GPU"
+    if torch.cuda.is_available():
+        total = torch.cuda.mem_get_info()[1]
+        return total, f"{torch.cuda.get_device_name(0)} ({total / GB:.2f} GiB)"
+    import psutil
+
+    available = psutil.virtual_memory().available
+    return available, f"available RAM ({available / GB:.1f} GiB)"
+
+
+def estimate_peak_bytes(model: str, recipe: dict) -> dict:
+    """Estimated training memory of the recipe (bytes): the four buckets and the step's peak."""
+    config = load_config(config_name(model))
+    seq, batch, precision = recipe["max_seq_len"], recipe["batch_size"], recipe["precision"]
+    est = estimate_memory(config, "qlora", seq_len=seq, batch_size=batch, precision=precision,
+                          optimizer="adamw" if recipe["optim"] == "adamw_torch" else recipe["optim"],
+                          gradient_checkpointing=recipe["gradient_checkpointing"], lora_r=recipe["lora_r"],
+                          target_modules=recipe["target_modules"])
+    peak = estimate_peak(est, config, seq_len=seq, batch_size=batch)
+    return {"weights": est.weights, "gradients": est.gradients, "optimizer": est.optimizer,
+            "activations": est.activations, "peak": peak}
+
+
+def plan_memory(model: str, recipe: dict, *, gpu_gib: float | None = None, headroom_gib: float = 1.0):
+    """(estimate, fits, message): the chapter-1 estimator for this model and recipe against this GPU (or RAM).
+
+    gpu_gib: plan for a GPU of that size (T4_GIB for Colab) instead of the one visible here.
+    When it does not fit, the message lists the fixes that do, so the notebook can refuse before loading."""
+    estimate = estimate_peak_bytes(model, recipe)
+    budget, where = memory_budget(gpu_gib)
+    limit = budget - headroom_gib * GB
+    estimate["budget"] = budget
+    fits = estimate["peak"] <= limit
+    line = (f"{model}: estimated peak {estimate['peak'] / GB:.2f} GiB (weights {estimate['weights'] / GB:.2f}, "
+            f"activations {estimate['activations'] / GB:.2f}) on {where}, keeping {headroom_gib:g} GiB free")
+    if fits:
+        return estimate, True, f"fits: {line}."
+    fixes = []
+    for label, other_model, changes in (
+        ("recipe['batch_size'] = 1", model, {"batch_size": 1}),
+        (f"recipe['max_seq_len'] = {recipe['max_seq_len'] // 2}", model, {"max_seq_len": recipe["max_seq_len"] // 2}),
+        ("both of those", model, {"batch_size": 1, "max_seq_len": recipe["max_seq_len"] // 2}),
+        (f"MODEL = {FAST_MODEL!r}", FAST_MODEL, {}),
+    ):
+        if changes or other_model != model:
+            peak = estimate_peak_bytes(other_model, {**recipe, **changes})["peak"]
+            if peak <= limit:
+                fixes.append(f"{label} ({peak / GB:.2f} GiB)")
+    fix = "; or ".join(fixes) if fixes else "a smaller model (fewer parameters) or a bigger GPU"
+    return estimate, False, f"does NOT fit: {line}. Fix before loading: {fix}."
+
+
+# --- checkpoints that survive a disconnect --------------------------------------------------------
+
+
+def mount_drive() -> bool:
+    """Mount Google Drive on Colab (asks for access); False, cleanly, anywhere else or when refused."""
+    if not in_colab():
+        print("Not on Colab: checkpoints stay in a local outputs/ folder.")
+        return False
+    try:
+        from google.colab import drive
+
+        drive.mount(str(DRIVE))
+        return True
+    except Exception as err:  # refused, timed out, or Drive unavailable
+        print(f"Google Drive not mounted ({type(err).__name__}): checkpoints stay on this runtime's disk, "
+              "and a disconnect loses them.")
+        return False
+
+
+def checkpoint_dir(name: str) -> Path:
+    """Where a run keeps its checkpoints: Drive (MyDrive/ftkit/<name>) when mounted on Colab, else outputs/<name>."""
+    my_drive = DRIVE / "MyDrive"
+    if in_colab() and my_drive.is_dir():
+        return my_drive / "ftkit" / name
+    return Path("outputs") / name
+
+
+# --- a live loss curve ----------------------------------------------------------------------------
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        return shell is not None and "IPKernelApp" in shell.config
+    except ImportError:
+        return False
+
+
+class LiveLoss(TrainerCallback):
+    """Redraws train and validation loss every `every` steps with elapsed and remaining time (notebooks only)."""
+
+    def __init__(self, every: int = 5, show: bool | None = None):
+        self.every, self.show = every, _in_notebook() if show is None else show
+        self.train, self.eval, self.handle, self.text = [], [], None, ""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start, self.first_step = time.perf_counter(), state.global_step
+        self.train = [(h["step"], h["loss"]) for h in state.log_history if "loss" in h]
+        self.eval = [(h["step"], h["eval_loss"]) for h in state.log_history if "eval_loss" in h]
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            self.train.append((state.global_step, logs["loss"]))
+        if "eval_loss" in logs:
+            self.eval.append((state.global_step, logs["eval_loss"]))
+            self.draw(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            self.draw(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.draw(state)
+
+    def draw(self, state) -> None:
+        """Update the status line and, in a notebook, the plot in place."""
+        elapsed = time.perf_counter() - self.start
+        done = max(1, state.global_step - self.first_step)
+        remaining = elapsed / done * max(0, state.max_steps - state.global_step)
+        self.text = (f"step {state.global_step}/{state.max_steps} · elapsed {elapsed / 60:.1f} min · "
+                     f"remaining ~{remaining / 60:.1f} min")
+        if not self.show or not self.train:
+            return
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        fig, ax = plt.subplots(figsize=(5.5, 3))
+        ax.plot(*zip(*self.train), lw=1, alpha=0.6, label="train")
+        if self.eval:
+            ax.plot(*zip(*self.eval), "o-", lw=2, ms=4, label="validation")
+        ax.set(xlabel="step", ylabel="loss", title=self.text)
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7)
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)
+
+
+# --- keep it: reload, merge, share ----------------------------------------------------------------
+
+
+def free_memory() -> None:
+    """Give back memory of deleted models (Python objects, then CUDA's cache)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def reload_adapter(model: str, adapter_dir, *, precision: str, device: str):
+    """A fresh 4-bit NF4 base with the saved adapter on top, the way anyone would reload it (eval mode)."""
+    from peft import PeftModel, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_path(model), quantization_config=nf4_config(precision),
+                                                dtype=torch_dtype(precision),
+                                                device_map={"": 0} if device == "cuda" else "cpu")
+    disable_bnb_cpu_repacking(base)  # FINDINGS §3
+    base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)  # the dtypes training had
+    return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+
+
+@torch.no_grad()
+def prompt_logits(model, tokenizer, conversations: list[list[dict]], precision: str = "fp32") -> list[torch.Tensor]:
+    """The model's logits (fp32, on the CPU) for each prompt, computed under `precision` autocast as in training
+    (the Trainer leaves its autocast on the trained model's forward), to compare two models without holding both."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for conversation in conversations:
+        text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+        with torch.autocast(device.type, dtype=torch_dtype(precision), enabled=precision != "fp32"):
+            out.append(model(input_ids=ids).logits.float().cpu())
+    model.train(was_training)
+    return out
+
+
+def max_logit_diff(logits_a: list[torch.Tensor], logits_b: list[torch.Tensor]) -> float:
+    """Largest absolute difference between two lists of logits from prompt_logits."""
+    return max((a - b).abs().max().item() for a, b in zip(logits_a, logits_b, strict=True))
+
+
+def merge_adapter(model: str, adapter_dir, out_dir, *, dtype: torch.dtype = torch.float16):
+    """(merged model or None, message): the adapter merged into a 16-bit copy of the base, saved to out_dir.
+
+    Done on the CPU; refused with a message when the 16-bit model would not fit in the available RAM."""
+    import psutil
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    need = model_shape(load_config(config_name(model))).num_params() * 2 * 1.2  # weights + merge temporaries
+    available = psutil.virtual_memory().available
+    if need > available:
+        return None, (f"skipped: a 16-bit copy of {model} needs ~{need / GB:.1f} GiB of RAM and this runtime has "
+                      f"{available / GB:.1f} GiB available. Merge on a machine with more RAM (same code), or "
+                      "serve the 4-bit base + adapter as they are.")
+    base = AutoModelForCausalLM.from_pretrained(model_path(model), dtype=dtype)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().eval()
+    merged.save_pretrained(out_dir)
+    return merged, f"merged into a {str(dtype).removeprefix('torch.')} copy of the base, saved to {out_dir}"
+
+
+def push_to_hub(model, repo_id: str, tokenizer=None) -> str | None:
+    """Push a model (or adapter) to a private Hub repo with the HF_TOKEN Colab secret; None with a message otherwise."""
+    if not in_colab():
+        print(f"Not on Colab: would push to https://huggingface.co/{repo_id} with the HF_TOKEN secret. "
+              "Elsewhere: `huggingface-cli login`, then model.push_to_hub(repo_id).")
+        return None
+    try:
+        from google.colab import userdata
+
+        token = userdata.get("HF_TOKEN")
+    except Exception:  # no such secret, or notebook access not granted
+        token = None
+    if not token:
+        print("No HF_TOKEN secret: in Colab open the key icon (Secrets), add HF_TOKEN (a write token from "
+              "huggingface.co/settings/tokens) and allow this notebook to read it. Nothing was pushed.")
+        return None
+    url = model.push_to_hub(repo_id, token=token, private=True)  # the token is never printed
+    if tokenizer is not None:
+        tokenizer.push_to_hub(repo_id, token=token, private=True)
+    print(f"pushed to https://huggingface.co/{repo_id} (private)")
+    return str(url)
