@@ -109,10 +109,17 @@ def copy_to_peft(ours: nn.Module, peft_model: nn.Module, adapter: str = "default
 def time_forward(module: nn.Module, x: torch.Tensor, repeats: int = 20) -> float:
     """Median seconds of one forward pass (after one warm-up call), without autograd.
     Used in notebooks/01_methods/01_lora_from_scratch.ipynb."""
+
+    def synchronize():  # GPU kernels run asynchronously: wait for them, or the clock stops too early
+        if x.is_cuda:
+            torch.cuda.synchronize()
+
     module(x)
     times = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         module(x)
+        synchronize()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
