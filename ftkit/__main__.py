@@ -8,11 +8,22 @@ import sys
 
 def cmd_compare(args) -> int:
     """Full FT vs LoRA vs QLoRA, measured, printed as the theory's table."""
-    from .compare import compare_methods, comparison_table
+    import time
+
+    from .compare import compare_methods, comparison_table, default_steps, save_plot, theory_table
     from .profiles import get_profile
 
-    results = compare_methods(get_profile(args.profile), model=args.model, steps=args.steps, seq_len=args.seq_len)
-    print("\n" + comparison_table(results))
+    start = time.perf_counter()
+    profile = get_profile(args.profile)
+    steps = args.steps or default_steps(profile)
+    print(f"profile {profile.name!r}: {profile.device}, {profile.precision}; {steps} steps of {profile.batch_size} "
+          f"examples per method", flush=True)
+    comp = compare_methods(profile, model=args.model, steps=steps, seq_len=args.seq_len)
+    print("\n## Measured\n\n" + comparison_table(comp))
+    print("\n## The theory's table, with this run's numbers\n\n" + theory_table(comp))
+    print(f"\nplot: {save_plot(comp, args.out)}")
+    print("time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in comp.seconds.items())
+          + f"; total {time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -57,8 +68,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("compare", help=cmd_compare.__doc__)
     p.add_argument("--profile", default=None, help="ci, cpu, gpu or t4 (default: $FTKIT_PROFILE or detected)")
     p.add_argument("--model", default=None, help="smollm2-135m (built in) or a hub id (online)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per method (default: the profile's)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per method (default: the profile's, at most 12 on a CPU)")
     p.add_argument("--seq-len", type=int, default=None, help="longest training sequence in tokens")
+    p.add_argument("--out", default="outputs/compare", help="folder for the PNG (default: outputs/compare)")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("prefetch", help=cmd_prefetch.__doc__)
     p.add_argument("--profile", default="cpu", help="the profile whose models to fetch (default: cpu)")

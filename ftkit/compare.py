@@ -1,54 +1,349 @@
 """The course's main job: Full fine-tuning vs LoRA vs QLoRA on one model, same data, same steps, measured.
 
+For each method: train with `run_experiment` (same data, steps, batch and seed), then measure one extra training
+step on one batch of course data, bucket by bucket, with `ftkit.memory.measure_memory` (after everything else was
+measured, so the training run is untouched). The base model is scored once, so each method shows before -> after.
+`theory_table` prints theory.md's table (section 1) with a measured value in every cell and a verdict per row that
+code chooses from the numbers.
+
 Used in notebooks/01_methods/03_three_methods_side_by_side.ipynb and as `python -m ftkit compare`.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import gc
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
 
 from .data import load_course_dataset
-from .memory import human_bytes
+from .memory import MemoryBreakdown, fit_table, human_bytes, measure_memory, weights_by_dtype
+from .models import load_model, torch_dtype
 from .profiles import Profile, get_profile
-from .train import Result, run_experiment
+from .train import Result, evaluate_task, run_experiment, to_prompt_completion
 
 # The theory's learning rates (section 2): LoRA/QLoRA usually higher than full FT.
 DEFAULT_LR = {"full": 1e-5, "lora": 1e-3, "qlora": 1e-3}
+CPU_STEPS = 12  # `python -m ftkit compare` on a CPU: 3 methods x 12 steps + scoring; 20 took ~10 min on 2 busy cores
+THEORY_ROWS = ("Mechanism", "VRAM Usage", "Training Speed", "Storage", "Use Case")
+USE_CASE_MODEL = "Qwen/Qwen2.5-7B"  # the "7B" of the theory's summary (the Colab capstone's model family)
+
+
+@dataclass
+class Comparison:
+    """What compare_methods measured. `before`: the base model's scores and validation loss."""
+
+    results: dict[str, Result]
+    memory: dict[str, MemoryBreakdown]  # one measured training step per method, by bucket
+    weight_dtypes: dict[str, dict[str, int]]  # bytes of weights by dtype per method ("uint8" = packed 4-bit)
+    before: dict
+    profile: Profile
+    batch_tokens: tuple[int, int]  # (batch size, padded length) of the measured batch
+    checkpointing: dict[str, bool] = field(default_factory=dict)  # gradient checkpointing on during training
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase: load + train + score + measure
+
+
+def default_steps(profile: Profile) -> int:
+    """Steps per method for `python -m ftkit compare`: the profile's, but at most CPU_STEPS on a CPU."""
+    return min(profile.max_steps, CPU_STEPS) if profile.device == "cpu" else profile.max_steps
+
+
+def course_batch(tokenizer, rows, max_len: int) -> dict:
+    """One padded batch of whole course conversations (labels = input ids, padding masked with -100)."""
+    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_len,
+                    add_special_tokens=False)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+def measure_step(model, batch: dict, profile: Profile, optimizer: str = "adamw") -> MemoryBreakdown:
+    """measure_memory on one batch, under the autocast training uses (bf16 on this CPU: fp32 master weights)."""
+    autocast = profile.precision in ("bf16", "fp16")
+    dtype = torch_dtype(profile.precision) if autocast else torch.float32
+    with torch.autocast(profile.device, dtype=dtype, enabled=autocast):
+        return measure_memory(model, batch, optimizer=optimizer)
+
+
+def eval_loss(model, tokenizer, data, profile: Profile) -> float:
+    """Validation loss of a model exactly as run_experiment's trainer computes it (loss on the answer only)."""
+    from trl import SFTConfig, SFTTrainer
+
+    with tempfile.TemporaryDirectory(prefix="ftkit-eval-") as tmp:
+        config = SFTConfig(output_dir=tmp, per_device_eval_batch_size=profile.batch_size, report_to="none",
+                           bf16=profile.precision == "bf16", fp16=profile.precision == "fp16",
+                           use_cpu=profile.device == "cpu", max_length=profile.max_seq_len, disable_tqdm=True,
+                           dataloader_pin_memory=False)
+        rows = to_prompt_completion(data["validation"])
+        trainer = SFTTrainer(model=model, args=config, train_dataset=rows, eval_dataset=rows,
+                             processing_class=tokenizer)
+        return trainer.evaluate()["eval_loss"]
+
+
+def _free(device: str) -> None:
+    """Give memory back between methods, so each measurement sees one model only."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
 
 def compare_methods(profile: Profile | None = None, *, model: str | None = None, steps: int | None = None,
                     seq_len: int | None = None, methods=("full", "lora", "qlora"), learning_rates=None,
-                    score_splits=("test",), progress: bool = True) -> dict[str, Result]:
-    """Train each method for the same steps on the same data and return {method: Result}."""
+                    score_splits=("test",), keep_models: bool = False, progress: bool = True) -> Comparison:
+    """Score the base model, then train and measure each method for the same steps on the same data."""
     profile = profile or get_profile()
     profile = replace(profile, max_seq_len=seq_len or profile.max_seq_len)
+    model_name = model or profile.model
+    steps = steps or profile.max_steps
+    eval_every = max(d for d in range(1, profile.eval_every + 1) if steps % d == 0)  # so the last step is evaluated
     learning_rates = {**DEFAULT_LR, **(learning_rates or {})}
     data = load_course_dataset(n_train=profile.n_train, n_validation=profile.n_eval, n_test=profile.n_eval,
                                n_heldout=profile.n_eval, seed=0)
-    results = {}
-    for method in methods:
-        if progress:
-            print(f"--- {method}: {steps or profile.max_steps} steps, lr {learning_rates[method]:g}", flush=True)
-        results[method] = run_experiment(method, profile=profile, model=model, data=data, max_steps=steps,
-                                         learning_rate=learning_rates[method], score_splits=score_splits,
-                                         progress=progress)
-    return results
+    say = print if progress else (lambda *a, **k: None)
+    phases = 1 + 2 * len(methods)
+    start = time.perf_counter()
+
+    say(f"[1/{phases}] base model {model_name}: scoring before fine-tuning", flush=True)
+    base, tokenizer = load_model(model_name, "full", precision=profile.precision, device=profile.device)
+    before = dict(evaluate_task(base, tokenizer, data[score_splits[0]], batch_size=profile.gen_batch_size,
+                                progress=progress)[0]) if score_splits else {}
+    before["eval_loss"] = eval_loss(base, tokenizer, data, profile)
+    batch = course_batch(tokenizer, data["train"].select(range(profile.batch_size)), profile.max_seq_len)
+    del base
+    _free(profile.device)
+    seconds = {"base": time.perf_counter() - start}
+
+    results, memory, dtypes, checkpointing = {}, {}, {}, {}
+    for i, method in enumerate(methods):
+        t0 = time.perf_counter()
+        say(f"[{2 + 2 * i}/{phases}] {method}: training {steps} steps, lr {learning_rates[method]:g}", flush=True)
+        result = run_experiment(method, profile=profile, model=model_name, data=data, max_steps=steps,
+                                learning_rate=learning_rates[method], eval_every=eval_every,
+                                score_splits=score_splits, progress=progress)
+        say(f"[{3 + 2 * i}/{phases}] {method}: measuring memory of one training step "
+            f"({batch['input_ids'].shape[0]} x {batch['input_ids'].shape[1]} tokens)", flush=True)
+        memory[method] = measure_step(result.trained_model, batch, profile)  # as trained: same checkpointing
+        checkpointing[method] = bool(getattr(result.trained_model, "is_gradient_checkpointing", False))
+        dtypes[method] = weights_by_dtype(result.trained_model)
+        if not keep_models:
+            result.trained_model = None
+        _free(profile.device)
+        results[method] = result
+        seconds[method] = time.perf_counter() - t0
+        say(f"      {method}: {seconds[method]:.0f} s in all ({result.wall_time_s:.0f} s training)", flush=True)
+    return Comparison(results=results, memory=memory, weight_dtypes=dtypes, before=before, profile=profile,
+                      batch_tokens=tuple(batch["input_ids"].shape), checkpointing=checkpointing, seconds=seconds)
 
 
-def comparison_table(results: dict[str, Result]) -> str:
+# ---------------------------------------------------------------------------------------------
+# Measured facts -> the theory's table with a verdict per row
+# ---------------------------------------------------------------------------------------------
+
+
+def facts(comp: Comparison) -> dict:
+    """The numbers the verdicts use, as plain values: {method: {...}} plus "device" and "estimate_7b"."""
+    out = {"device": comp.profile.device, "precision": comp.profile.precision,
+           "estimate_7b": {row["method"]: row for row in fit_table([USE_CASE_MODEL], mixed_precision=True)}}
+    for method, r in comp.results.items():
+        m, test = comp.memory[method], r.scores.get("test", {})
+        out[method] = dict(
+            trainable=r.trainable_params, total=r.total_params, weights=m.weights, gradients=m.gradients,
+            optimizer=m.optimizer, activations=m.activations, memory=m.total, peak=m.peak_gpu or r.peak_memory_bytes,
+            packed_4bit=comp.weight_dtypes[method].get("uint8", 0), tokens_per_s=r.tokens_per_s,
+            saved=r.saved_bytes, optim=r.hyperparameters["optim"], lr=r.hyperparameters["learning_rate"],
+            em_before=comp.before.get("exact_match", math.nan), em_after=test.get("exact_match", math.nan),
+            loss_before=comp.before.get("eval_loss", math.nan), loss_after=r.final("eval_loss"))
+    return out
+
+
+def _count(n: int) -> str:
+    """A parameter count as '134.5 M' or '106.8 k'."""
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.1f} k"
+
+
+def _x(a: float, b: float) -> str:
+    """a / b as '×1.23'."""
+    return f"×{a / b:.2f}" if b else "×inf"
+
+
+def verdicts(f: dict) -> dict[str, str]:
+    """One verdict per theory row, chosen from the measured numbers (never a fixed answer)."""
+    full, lora, qlora = f["full"], f["lora"], f["qlora"]
+    cpu = f["device"] == "cpu"
+    out = {}
+
+    # Mechanism: who trains what, and is the QLoRA base really 4-bit?
+    share = lora["trainable"] / lora["total"]
+    ok = full["trainable"] == full["total"] and share < 0.1 and qlora["packed_4bit"] > 0
+    text = (f"as the theory says: full FT trains 100 % of the weights, LoRA {100 * share:.1f} %, QLoRA's base "
+            f"is stored in 4 bits" if ok else
+            f"differs here: full FT trains {100 * full['trainable'] / full['total']:.1f} %, LoRA {100 * share:.1f} %, "
+            f"QLoRA has {human_bytes(qlora['packed_4bit'])} of 4-bit weights")
+    if not qlora["optim"].startswith("paged"):
+        text += (f"; but no paged optimizer here: all three used {qlora['optim']} "
+                 + ("(paged optimizers are a CUDA feature of bitsandbytes)" if cpu else "(the same optimizer for a fair comparison)"))
+    out["Mechanism"] = text
+
+    # VRAM: the ordering, the optimizer state, and QLoRA's "~1/4 of FP16" weights
+    order_ok = full["memory"] > lora["memory"] > qlora["memory"]
+    quarter = qlora["weights"] / (2 * qlora["total"])  # QLoRA weights vs the same model in 16-bit
+    big = f["estimate_7b"]["qlora"]["weights_gib"] / (2 * f["estimate_7b"]["qlora"]["params_b"] * 1e9 / 1024**3)
+    text = ("as the theory says: full > LoRA > QLoRA " if order_ok else "differs here: the order is not full > LoRA > QLoRA ")
+    text += (f"({human_bytes(full['memory'])} > {human_bytes(lora['memory'])} > {human_bytes(qlora['memory'])}); "
+             f"LoRA's optimizer state is {full['optimizer'] / max(lora['optimizer'], 1):.0f}x smaller. ")
+    if not order_ok:
+        bucket = max(("weights", "gradients", "optimizer", "activations"), key=lambda k: abs(lora[k] - qlora[k]))
+        text += f"The largest difference between LoRA and QLoRA is in {bucket}. "
+    if quarter < 0.35:
+        text += f"QLoRA's weights are {quarter:.2f} of 16-bit, about 1/4, as the theory says."
+    else:
+        text += (f"QLoRA's weights are {quarter:.2f} of 16-bit, not ~1/4: the embeddings, norms (and lm_head) stay "
+                 f"16-bit, a large share of a small model; for a 7B model the estimate is {big:.2f}.")
+    out["VRAM Usage"] = text
+
+    # Training speed: full slowest, LoRA fast, QLoRA slightly slower than LoRA
+    speedup, slowdown = lora["tokens_per_s"] / full["tokens_per_s"], qlora["tokens_per_s"] / lora["tokens_per_s"]
+    if speedup >= 1.2:
+        text = f"as the theory says: LoRA is {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed"
+    else:
+        text = (f"differs here: LoRA runs at {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed, not "
+                f"faster, because the frozen weights still do the whole forward and the backward through every "
+                f"layer; LoRA saves only the weight gradients (~1/3 of the FLOPs) and the optimizer update"
+                + (" (FINDINGS §8: same on this CPU)" if cpu else ""))
+    if slowdown >= 1:
+        text += (f"; QLoRA is not slower than LoRA ({_x(qlora['tokens_per_s'], lora['tokens_per_s'])}): differs "
+                 f"here, the dequantization cost is hidden by the rest of the step at this size")
+    elif slowdown >= 0.75:
+        text += (f"; QLoRA is slightly slower than LoRA ({_x(qlora['tokens_per_s'], lora['tokens_per_s'])}), as the "
+                 f"theory says (dequantization)")
+    else:
+        text += (f"; QLoRA is slower than LoRA as the theory says (dequantization), but by "
+                 f"{_x(qlora['tokens_per_s'], lora['tokens_per_s'])}, more than 'slightly': "
+                 + ("on a CPU bitsandbytes dequantizes every 4-bit weight in plain code, without a fused GPU kernel"
+                    if cpu else "at this small size the dequantization is a large share of each step"))
+    out["Training Speed"] = text
+
+    # Storage: full checkpoint vs adapters
+    ratio = full["saved"] / max(lora["saved"], 1)
+    text = (f"as the theory says: the LoRA adapter is {ratio:.0f}x smaller than the full checkpoint" if ratio >= 10 else
+            f"differs here: the LoRA adapter is only {ratio:.1f}x smaller than the full checkpoint")
+    per_param = {m: f[m]["saved"] / max(f[m]["trainable"], 1) for m in ("lora", "qlora")}
+    if abs(qlora["saved"] - lora["saved"]) <= 0.1 * lora["saved"]:
+        text += "; QLoRA's adapter is the same size as LoRA's (same rank, same layers)"
+    else:
+        text += (f"; QLoRA's adapter is {_x(qlora['saved'], lora['saved'])} LoRA's: {per_param['qlora']:.1f} vs "
+                 f"{per_param['lora']:.1f} bytes per adapter parameter (the adapters' dtype differs, not their shape)")
+    if full["saved"] > 3 * full["total"]:
+        text += "; the full checkpoint holds fp32 master weights (4 bytes per parameter)"
+    out["Storage"] = text
+
+    # Use case: did an adapter do the job here, and where would a 7B model fit?
+    est, consumer = f["estimate_7b"], ("T4", "L4", "RTX")
+    fits = {m: est[m]["smallest_gpu"] or "no single GPU" for m in est}
+    text = (f"7B estimate: full FT needs {fits['full']}, LoRA {fits['lora']}, QLoRA {fits['qlora']}; ")
+    qlora_consumer = (fits["qlora"] or "").startswith(consumer)
+    text += ("as the theory says, QLoRA brings a 7B model to a consumer GPU" if qlora_consumer else
+             "differs here: even QLoRA does not fit a consumer GPU")
+    if max(full["em_after"], lora["em_after"], qlora["em_after"]) <= full["em_before"]:
+        text += (f". In these few steps no method raised exact match above {full['em_before']:.0%} yet, so the "
+                 f"score cannot tell the methods apart (the validation loss can)")
+    elif lora["em_after"] >= full["em_after"]:
+        text += (f". On this narrow task an adapter was enough: LoRA reached {lora['em_after']:.0%} exact match, "
+                 f"full FT {full['em_after']:.0%}")
+    else:
+        text += (f". Full FT scored higher here ({full['em_after']:.0%} vs LoRA {lora['em_after']:.0%}): a "
+                 f"drastic change of behaviour is where full FT pays")
+    if full["lr"] < lora["lr"] and full["em_after"] < lora["em_after"]:
+        text += f" (full FT at the theory's smaller learning rate, {full['lr']:g}, moves less in the same steps)"
+    out["Use Case"] = text
+    return out
+
+
+def _cells(f: dict, method: str) -> dict[str, str]:
+    """The measured value of each theory row for one method."""
+    m = f[method]
+    base = {"full": "all weights trainable, fp32", "lora": f"base frozen in {f['precision']}",
+            "qlora": f"base frozen in 4-bit ({human_bytes(m['packed_4bit'])} packed)"}[method]
+    est = f["estimate_7b"][method]
+    return {
+        "Mechanism": f"trains {_count(m['trainable'])} of {_count(m['total'])} params "
+                     f"({100 * m['trainable'] / m['total']:.2f} %); {base}",
+        "VRAM Usage": f"{human_bytes(m['memory'])} = weights {human_bytes(m['weights'])} + grads "
+                      f"{human_bytes(m['gradients'])} + optimizer {human_bytes(m['optimizer'])} + activations "
+                      f"{human_bytes(m['activations'])}"
+                      + (f"; CUDA peak {human_bytes(m['peak'])}" if f["device"] == "cuda" else ""),
+        "Training Speed": f"{m['tokens_per_s']:.0f} tokens/s",
+        "Storage": f"{human_bytes(m['saved'])}" + (" (whole model)" if method == "full" else " (adapter)"),
+        "Use Case": f"exact match {m['em_before']:.0%} → {m['em_after']:.0%}, val loss {m['loss_before']:.2f} → "
+                    f"{m['loss_after']:.2f}; 7B needs {est['total_gib']:.0f} GiB (est.)",
+    }
+
+
+def theory_table(comp: Comparison) -> str:
+    """theory.md's table, section 1, with this run's numbers in every cell and a verdict per row."""
+    f = facts(comp)
+    cells, said = {m: _cells(f, m) for m in ("full", "lora", "qlora")}, verdicts(f)
+    lines = ["| Feature | Full Fine-tuning | LoRA | QLoRA | Verdict |", "| :--- | :--- | :--- | :--- | :--- |"]
+    lines += [f"| **{row}** | {cells['full'][row]} | {cells['lora'][row]} | {cells['qlora'][row]} | {said[row]} |"
+              for row in THEORY_ROWS]
+    return "\n".join(lines)
+
+
+def comparison_table(comp: Comparison) -> str:
     """A Markdown table with one column per method and one measured row per property."""
+    results, memory = comp.results, comp.memory
     rows = {
-        "trainable parameters": lambda r: f"{r.trainable_params:,} ({100 * r.trainable_params / r.total_params:.2f} %)",
-        "peak memory": lambda r: human_bytes(r.peak_memory_bytes),
-        "tokens / second": lambda r: f"{r.tokens_per_s:.0f}",
-        "training time": lambda r: f"{r.wall_time_s:.0f} s",
-        "saved on disk": lambda r: human_bytes(r.saved_bytes),
-        "validation loss": lambda r: f"{r.final('eval_loss'):.3f}",
-        "exact match (test)": lambda r: f"{100 * r.scores.get('test', {}).get('exact_match', float('nan')):.0f} %",
+        "trainable parameters": lambda m: f"{results[m].trainable_params:,} "
+                                          f"({100 * results[m].trainable_params / results[m].total_params:.2f} %)",
+        **{f"memory: {k}": (lambda m, k=k: human_bytes(getattr(memory[m], k)))
+           for k in ("weights", "gradients", "optimizer", "activations", "total")},
+        "peak memory (training)": lambda m: human_bytes(results[m].peak_memory_bytes),
+        "tokens / second": lambda m: f"{results[m].tokens_per_s:.0f}",
+        "training time": lambda m: f"{results[m].wall_time_s:.0f} s",
+        "saved on disk": lambda m: human_bytes(results[m].saved_bytes),
+        "validation loss": lambda m: f"{comp.before.get('eval_loss', math.nan):.3f} → {results[m].final('eval_loss'):.3f}",
+        "exact match (test)": lambda m: f"{comp.before.get('exact_match', math.nan):.0%} → "
+                                        f"{results[m].scores.get('test', {}).get('exact_match', math.nan):.0%}",
     }
     methods = list(results)
     lines = ["| | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
-    lines += [f"| {name} | " + " | ".join(cell(results[m]) for m in methods) + " |" for name, cell in rows.items()]
+    lines += [f"| {name} | " + " | ".join(cell(m) for m in methods) + " |" for name, cell in rows.items()]
     first = next(iter(results.values()))
-    lines.append(f"\npeak memory is {first.peak_memory_kind}.")
+    lines.append(f"\nmemory buckets: one training step on a batch of {comp.batch_tokens[0]} x {comp.batch_tokens[1]} "
+                 f"tokens (ftkit.memory.measure_memory), gradient checkpointing "
+                 f"{'on' if any(comp.checkpointing.values()) else 'off'} as in training; "
+                 f"peak memory (training) is {first.peak_memory_kind}.")
     return "\n".join(lines)
+
+
+def plot_comparison(comp: Comparison):
+    """Memory by bucket (stacked) and tokens/s, one bar per method; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .plots import plot_bars, plot_stacked
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    plot_stacked({m: {k: v for k, v in b.as_dict().items() if k not in ("total", "peak_gpu")}
+                  for m, b in comp.memory.items()}, ax=axes[0], title="Memory of one training step", scale=2**20,
+                 ylabel="MiB")
+    plot_bars({m: r.tokens_per_s for m, r in comp.results.items()}, ax=axes[1], title="Training speed",
+              ylabel="tokens / s", fmt="{:.0f}")
+    fig.suptitle(f"{next(iter(comp.results.values())).model} on {comp.profile.device}, {comp.profile.precision}")
+    fig.tight_layout()
+    return fig
+
+
+def save_plot(comp: Comparison, out_dir: str | Path = "outputs/compare") -> Path:
+    """Write plot_comparison's figure as PNG under out_dir; returns its path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(out_dir) / "compare.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = plot_comparison(comp)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

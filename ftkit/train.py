@@ -183,7 +183,8 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
         load_best_model_at_end=early_stopping_patience is not None, metric_for_best_model="eval_loss",
         save_total_limit=None if early_stopping_patience is not None else 2,
         include_num_input_tokens_seen="non_padding", report_to="none", disable_tqdm=not progress,
-        dataloader_pin_memory=False,  # gradient checkpointing, when asked for, is set on the model by load_model
+        # TRL's SFTConfig turns gradient checkpointing ON by default: say what we want (load_model set the model up).
+        activation_checkpointing=gradient_checkpointing, dataloader_pin_memory=False,
     )
     extra = list(callbacks)
     if early_stopping_patience is not None:

@@ -1,0 +1,119 @@
+"""The course's main job (ftkit.compare, `python -m ftkit compare`) on the tiny random model, 2 steps."""
+
+import copy
+from dataclasses import replace
+
+import pytest
+
+import ftkit
+from ftkit import compare
+from ftkit.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def comp(profile):
+    small = replace(profile, n_train=16, n_eval=8, batch_size=4, eval_every=2, gen_batch_size=8)
+    return compare.compare_methods(small, model="tiny-random", steps=2, progress=False)
+
+
+def test_all_three_methods_with_a_memory_breakdown(comp):
+    assert set(comp.results) == set(comp.memory) == {"full", "lora", "qlora"}
+    for method, mem in comp.memory.items():
+        assert mem.weights > 0 and mem.gradients > 0 and mem.optimizer > 0 and mem.activations > 0, method
+        assert comp.results[method].trained_model is None  # dropped, so the next method's memory is its own
+    assert comp.memory["full"].gradients > comp.memory["lora"].gradients  # all weights vs adapters only
+    assert comp.weight_dtypes["qlora"].get("uint8", 0) > 0  # the 4-bit base really is packed
+    assert {"exact_match", "eval_loss"} <= set(comp.before)
+    assert comp.batch_tokens[0] == 4 and set(comp.seconds) == {"base", "full", "lora", "qlora"}
+    assert set(comp.checkpointing) == {"full", "lora", "qlora"}
+
+
+def test_theory_table_has_every_row_and_a_verdict_each(comp):
+    table = compare.theory_table(comp)
+    for row in compare.THEORY_ROWS:
+        line = next(line for line in table.splitlines() if line.startswith(f"| **{row}**"))
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        assert len(cells) == 5 and all(cells), line
+        assert "as the theory says" in cells[-1] or "differs here" in cells[-1], cells[-1]
+    assert "→" in compare.comparison_table(comp)  # before -> after
+
+
+def test_png_is_written_where_asked(comp, tmp_path):
+    path = compare.save_plot(comp, tmp_path / "out")
+    assert path.parent == tmp_path / "out" and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_prints_both_tables_and_saves_the_plot(comp, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compare, "compare_methods", lambda *a, **k: comp)
+    assert main(["compare", "--model", "tiny-random", "--steps", "2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| **Use Case**" in out and "| tokens / second |" in out and str(tmp_path / "compare.png") in out
+
+
+GIB = 1024**3
+
+
+def made_up_facts():
+    """Numbers shaped like a CPU run of SmolLM2-135M, made up so each verdict can be flipped by hand."""
+    common = dict(total=134_515_008, em_before=0.0, loss_before=2.3, optim="adamw_torch", packed_4bit=0)
+    return {
+        "device": "cpu", "precision": "bf16",
+        "estimate_7b": {m: {"smallest_gpu": g, "total_gib": t, "weights_gib": w, "params_b": 7.6}
+                        for m, g, t, w in (("full", None, 117, 57), ("lora", "L4 24 GB", 19, 14),
+                                           ("qlora", "T4 16 GB", 10, 5.4))},
+        "full": {**common, "trainable": 134_515_008, "weights": 540e6, "gradients": 540e6, "optimizer": 1080e6,
+                 "activations": 600e6, "memory": 2760e6, "tokens_per_s": 200, "saved": 540e6, "lr": 1e-5,
+                 "em_after": 0.1, "loss_after": 1.0},
+        "lora": {**common, "trainable": 4_884_480, "weights": 290e6, "gradients": 20e6, "optimizer": 40e6,
+                 "activations": 500e6, "memory": 850e6, "tokens_per_s": 210, "saved": 19e6, "lr": 1e-3,
+                 "em_after": 0.6, "loss_after": 0.3},
+        "qlora": {**common, "trainable": 4_884_480, "weights": 110e6, "gradients": 20e6, "optimizer": 40e6,
+                  "activations": 500e6, "memory": 670e6, "tokens_per_s": 170, "saved": 19e6, "lr": 1e-3,
+                  "em_after": 0.55, "loss_after": 0.35, "packed_4bit": 40e6},
+    }
+
+
+def test_speed_verdict_follows_the_numbers():
+    f = made_up_facts()
+    said = compare.verdicts(f)["Training Speed"]
+    assert "differs here: LoRA runs at ×1.05" in said and "slightly slower" in said
+    f["lora"]["tokens_per_s"] = 400  # LoRA now twice as fast as full FT, QLoRA far slower than LoRA
+    said = compare.verdicts(f)["Training Speed"]
+    assert said.startswith("as the theory says: LoRA is ×2.00") and "more than 'slightly'" in said
+    f["qlora"]["tokens_per_s"] = 500  # QLoRA faster than LoRA: the theory's claim fails
+    assert "QLoRA is not slower than LoRA" in compare.verdicts(f)["Training Speed"]
+
+
+def test_memory_storage_and_use_case_verdicts_flip():
+    f = made_up_facts()
+    said = compare.verdicts(f)
+    assert said["VRAM Usage"].startswith("as the theory says") and "not ~1/4" in said["VRAM Usage"]
+    assert said["Storage"].startswith("as the theory says: the LoRA adapter is 28x smaller") and "same size" in said["Storage"]
+    assert "an adapter was enough" in said["Use Case"] and "brings a 7B model to a consumer GPU" in said["Use Case"]
+    g = copy.deepcopy(f)
+    g["qlora"]["memory"], g["qlora"]["weights"] = 900e6, 60e6  # QLoRA now above LoRA; weights near 1/4
+    said = compare.verdicts(g)
+    assert said["VRAM Usage"].startswith("differs here") and "about 1/4" in said["VRAM Usage"]
+    g["qlora"]["saved"] = 9.5e6  # a 16-bit adapter: half LoRA's fp32 one
+    assert "×0.50 LoRA's: 1.9 vs 3.9 bytes per adapter parameter" in compare.verdicts(g)["Storage"]
+    g["lora"]["saved"] = g["qlora"]["saved"] = 300e6
+    assert compare.verdicts(g)["Storage"].startswith("differs here")
+    g["full"]["em_after"], g["estimate_7b"]["qlora"]["smallest_gpu"] = 0.9, "A100 40 GB"
+    said = compare.verdicts(g)["Use Case"]
+    assert "Full FT scored higher" in said and "even QLoRA does not fit a consumer GPU" in said
+    g["full"]["em_after"] = g["lora"]["em_after"] = g["qlora"]["em_after"] = 0.0
+    assert "no method raised exact match" in compare.verdicts(g)["Use Case"]
+
+
+def test_mechanism_verdict_checks_the_4bit_base_and_the_optimizer():
+    f = made_up_facts()
+    said = compare.verdicts(f)["Mechanism"]
+    assert said.startswith("as the theory says") and "no paged optimizer here" in said
+    f["qlora"]["packed_4bit"], f["qlora"]["optim"] = 0, "paged_adamw_8bit"
+    said = compare.verdicts(f)["Mechanism"]
+    assert said.startswith("differs here") and "paged" not in said
+
+
+def test_default_steps_caps_cpu_runs():
+    assert compare.default_steps(ftkit.get_profile("cpu")) == compare.CPU_STEPS
+    assert compare.default_steps(ftkit.get_profile("ci")) == ftkit.get_profile("ci").max_steps
