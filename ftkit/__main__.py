@@ -1,4 +1,4 @@
-"""Command line: `python -m ftkit {compare,prefetch,doctor,sync-notebooks}`."""
+"""Command line: `python -m ftkit {compare,finetune,prefetch,doctor,sync-notebooks}`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,33 @@ def cmd_compare(args) -> int:
     print(f"\nplot: {save_plot(comp, args.out)}")
     print("time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in comp.seconds.items())
           + f"; total {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    """The profile's default run: the base model's score, then the fine-tuned model's, on test and held-out phrasings."""
+    from .data import load_course_dataset
+    from .models import load_model
+    from .profiles import get_profile
+    from .train import evaluate_task, run_experiment
+
+    profile = get_profile(args.profile)
+    model = args.model or profile.model
+    data = load_course_dataset(n_train=profile.n_train, n_validation=profile.n_eval, n_test=profile.n_eval,
+                               n_heldout=profile.n_eval, seed=0)
+    splits = ("test", "heldout")
+    base, tokenizer = load_model(model, "full", precision=profile.precision, device=profile.device)
+    before = {split: evaluate_task(base, tokenizer, data[split], batch_size=profile.gen_batch_size)[0] for split in splits}
+    del base
+    result = run_experiment(args.method, profile=profile, model=model, data=data, learning_rate=args.lr,
+                            score_splits=splits)
+    print(f"\n{model}, {args.method}, profile {profile.name!r}: {result.hyperparameters['max_steps']} steps of "
+          f"{result.hyperparameters['batch_size']}, lr {args.lr:g}, {result.wall_time_s:.0f} s of training")
+    print(f"{'split':10}{'exact match before':>20}{'after':>8}{'field accuracy before':>24}{'after':>8}")
+    for split in splits:
+        b, a = before[split], result.scores[split]
+        print(f"{split:10}{b['exact_match']:>20.1%}{a['exact_match']:>8.1%}"
+              f"{b['field_accuracy']:>24.1%}{a['field_accuracy']:>8.1%}   (n={a['n']})")
     return 0
 
 
@@ -72,6 +99,12 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int, default=None, help="longest training sequence in tokens")
     p.add_argument("--out", default="outputs/compare", help="folder for the PNG (default: outputs/compare)")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("finetune", help=cmd_finetune.__doc__)
+    p.add_argument("--profile", default=None, help="ci, cpu, gpu or t4 (default: $FTKIT_PROFILE or detected)")
+    p.add_argument("--model", default=None, help="smollm2-135m (built in) or a hub id (online)")
+    p.add_argument("--method", default="lora", choices=("full", "lora", "qlora"))
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3, the course's LoRA default)")
+    p.set_defaults(func=cmd_finetune)
     p = sub.add_parser("prefetch", help=cmd_prefetch.__doc__)
     p.add_argument("--profile", default="cpu", help="the profile whose models to fetch (default: cpu)")
     p.set_defaults(func=cmd_prefetch)

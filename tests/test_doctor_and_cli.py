@@ -45,5 +45,11 @@ def test_cli_help_lists_the_commands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("compare", "prefetch", "doctor", "sync-notebooks"):
+    for command in ("compare", "finetune", "prefetch", "doctor", "sync-notebooks"):
         assert command in out
+
+
+def test_cli_finetune_prints_before_and_after(capsys):
+    assert main(["finetune", "--profile", "ci", "--model", "tiny-random", "--lr", "1e-3"]) == 0
+    out = capsys.readouterr().out
+    assert "exact match before" in out and "heldout" in out and "test" in out
