@@ -24,7 +24,7 @@ from .doctor import TESTED_VERSIONS, doctor
 from .lora import LoRALinear, add_lora, copy_to_peft, lora_param_count, time_forward
 from .memory import (GPUS, KNOWN_CONFIGS, MemoryBreakdown, estimate_memory, fit_table, fits_on, human_bytes,
                      load_config, measure_memory)
-from .models import KNOWN_MODELS, METHODS, cache_dir, count_parameters, load_model, load_tokenizer
+from .models import KNOWN_MODELS, METHODS, cache_dir, count_parameters, free_memory, load_model, load_tokenizer
 from .plots import plot_bars, plot_losses, plot_lr, plot_stacked
 from .profiles import PROFILES, Profile, get_profile
 from .quant import (absmax_dequantize, absmax_quantize, bnb_nf4_roundtrip, compare_with_bnb, double_quant_bits,
@@ -37,7 +37,7 @@ __all__ = [
     "nf4_quantize", "reconstruction_error", "checks", "colab", "load_user_dataset", "score_text",
     "GPUS", "KNOWN_CONFIGS", "MemoryBreakdown", "estimate_memory", "fit_table", "fits_on", "load_config",
     "measure_memory", "FIELDS", "KNOWN_MODELS", "METHODS", "PROFILES", "TESTED_VERSIONS", "Profile", "Result", "augment",
-    "cache_dir", "compare_methods", "comparison_table", "count_parameters", "doctor", "evaluate_task",
+    "cache_dir", "free_memory", "compare_methods", "comparison_table", "count_parameters", "doctor", "evaluate_task",
     "format_answer", "human_bytes", "generate_answers", "get_profile", "load_course_dataset", "load_model",
     "load_tokenizer", "parse_answer", "plot_bars", "plot_losses", "plot_lr", "plot_stacked", "run_experiment",
     "score",

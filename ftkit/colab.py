@@ -5,7 +5,6 @@ Used in colab/capstone_qlora_t4.ipynb (and scripts/t4_emulation.py, which runs t
 
 from __future__ import annotations
 
-import gc
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -213,13 +212,6 @@ class LiveLoss(TrainerCallback):
 
 
 # --- keep it: reload, merge, share ----------------------------------------------------------------
-
-
-def free_memory() -> None:
-    """Give back memory of deleted models (Python objects, then CUDA's cache)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def reload_adapter(model: str, adapter_dir, *, precision: str, device: str):

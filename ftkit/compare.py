@@ -11,7 +11,6 @@ Used in notebooks/01_methods/03_three_methods_side_by_side.ipynb and as `python 
 
 from __future__ import annotations
 
-import gc
 import math
 import tempfile
 import time
@@ -22,7 +21,7 @@ import torch
 
 from .data import load_course_dataset
 from .memory import MemoryBreakdown, fit_table, human_bytes, measure_memory, weights_by_dtype
-from .models import load_model, torch_dtype
+from .models import free_memory, load_model, torch_dtype
 from .profiles import Profile, get_profile
 from .train import Result, evaluate_task, run_experiment, to_prompt_completion
 
@@ -84,13 +83,6 @@ def eval_loss(model, tokenizer, data, profile: Profile) -> float:
         return trainer.evaluate()["eval_loss"]
 
 
-def _free(device: str) -> None:
-    """Give memory back between methods, so each measurement sees one model only."""
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
-
-
 def compare_methods(profile: Profile | None = None, *, model: str | None = None, steps: int | None = None,
                     seq_len: int | None = None, methods=("full", "lora", "qlora"), learning_rates=None,
                     score_splits=("test",), keep_models: bool = False, progress: bool = True) -> Comparison:
@@ -114,7 +106,7 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
     before["eval_loss"] = eval_loss(base, tokenizer, data, profile)
     batch = course_batch(tokenizer, data["train"].select(range(profile.batch_size)), profile.max_seq_len)
     del base
-    _free(profile.device)
+    free_memory()  # so each measurement sees one model only
     seconds = {"base": time.perf_counter() - start}
 
     results, memory, dtypes, checkpointing = {}, {}, {}, {}
@@ -131,7 +123,7 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
         dtypes[method] = weights_by_dtype(result.trained_model)
         if not keep_models:
             result.trained_model = None
-        _free(profile.device)
+        free_memory()  # so each measurement sees one model only
         results[method] = result
         seconds[method] = time.perf_counter() - t0
         say(f"      {method}: {seconds[method]:.0f} s in all ({result.wall_time_s:.0f} s training)", flush=True)

@@ -5,6 +5,7 @@ Used in every notebook: `model, tokenizer = ftkit.load_model(profile.model, "lor
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import os
@@ -292,6 +293,13 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
         total += n
         trainable += n if p.requires_grad else 0
     return trainable, total
+
+
+def free_memory() -> None:
+    """Give back the memory of deleted models (Python objects, then CUDA's cache)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def remove_cached(name: str) -> None:
