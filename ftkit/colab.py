@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 
 from .doctor import in_colab
 from .memory import GB, GPUS, KNOWN_CONFIGS, estimate_memory, estimate_peak, load_config, model_shape
-from .models import disable_bnb_cpu_repacking, model_path, nf4_config, tiny_model_dir, torch_dtype
+from .models import load_base, model_path, tiny_model_dir, torch_dtype
 
 T4_GIB = GPUS["T4 16 GB"]  # what torch can use on Colab's T4 (FINDINGS §6: about 14.5-14.75 GiB)
 DRIVE = Path("/content/drive")
@@ -216,14 +216,9 @@ class LiveLoss(TrainerCallback):
 
 def reload_adapter(model: str, adapter_dir, *, precision: str, device: str):
     """A fresh 4-bit NF4 base with the saved adapter on top, the way anyone would reload it (eval mode)."""
-    from peft import PeftModel, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM
+    from peft import PeftModel
 
-    base = AutoModelForCausalLM.from_pretrained(model_path(model), quantization_config=nf4_config(precision),
-                                                dtype=torch_dtype(precision),
-                                                device_map={"": 0} if device == "cuda" else "cpu")
-    disable_bnb_cpu_repacking(base)  # FINDINGS §3
-    base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)  # the dtypes training had
+    base = load_base(model, "qlora", precision=precision, device=device)  # the dtypes and workaround training had
     return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
 
 

@@ -239,11 +239,10 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def load_model(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
-               lora_r: int = 16, lora_alpha: int | None = None, lora_dropout: float = 0.05,
-               target_modules="all-linear", gradient_checkpointing: bool = False):
-    """Load (model, tokenizer) for one method: "full" (all weights trainable, fp32 master weights),
-    "lora" (frozen base in `precision` + fp32 adapters) or "qlora" (frozen NF4 base + fp32 adapters)."""
+def load_base(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
+              gradient_checkpointing: bool = False):
+    """The base model as a method trains it, without adapters: fp32 for "full", `precision` for "lora", NF4
+    (prepared for k-bit training, FINDINGS §3 workaround applied) for "qlora"."""
     from transformers import AutoModelForCausalLM
 
     if method not in METHODS:
@@ -254,8 +253,6 @@ def load_model(name: str, method: str = "lora", *, precision: str = "fp32", devi
     if precision == "fp16" and device == "cpu":
         raise ValueError("fp16 training needs a CUDA GPU (CPUs have no fast fp16 and AMP refuses it); "
                          "use precision='bf16' or 'fp32' on the CPU.")
-    peft_cfg = lora_config(lora_r, lora_alpha, lora_dropout, target_modules) if method != "full" else None
-    tokenizer = load_tokenizer(name)
     path = model_path(name)
     try:
         if method == "qlora":
@@ -278,11 +275,21 @@ def load_model(name: str, method: str = "lora", *, precision: str = "fp32", devi
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
+    return model
+
+
+def load_model(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
+               lora_r: int = 16, lora_alpha: int | None = None, lora_dropout: float = 0.05,
+               target_modules="all-linear", gradient_checkpointing: bool = False):
+    """Load (model, tokenizer) for one method: "full" (all weights trainable, fp32 master weights),
+    "lora" (frozen base in `precision` + fp32 adapters) or "qlora" (frozen NF4 base + fp32 adapters)."""
+    peft_cfg = lora_config(lora_r, lora_alpha, lora_dropout, target_modules) if method != "full" else None
+    model = load_base(name, method, precision=precision, device=device, gradient_checkpointing=gradient_checkpointing)
     if peft_cfg is not None:
         from peft import get_peft_model
 
         model = get_peft_model(model, peft_cfg)
-    return model, tokenizer
+    return model, load_tokenizer(name)
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
