@@ -23,7 +23,7 @@ from .data import load_course_dataset
 from .memory import MemoryBreakdown, fit_table, human_bytes, measure_memory, weights_by_dtype
 from .models import free_memory, load_model, torch_dtype
 from .profiles import Profile, get_profile
-from .train import Result, evaluate_task, run_experiment, to_prompt_completion
+from .train import Result, evaluate_task, run_experiment, sft_trainer, to_prompt_completion
 
 # The theory's learning rates (section 2): LoRA/QLoRA usually higher than full FT.
 DEFAULT_LR = {"full": 1e-5, "lora": 1e-3, "qlora": 1e-3}
@@ -70,7 +70,7 @@ def measure_step(model, batch: dict, profile: Profile, optimizer: str = "adamw")
 
 def eval_loss(model, tokenizer, data, profile: Profile) -> float:
     """Validation loss of a model exactly as run_experiment's trainer computes it (loss on the answer only)."""
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     with tempfile.TemporaryDirectory(prefix="ftkit-eval-") as tmp:
         config = SFTConfig(output_dir=tmp, per_device_eval_batch_size=profile.batch_size, report_to="none",
@@ -78,7 +78,7 @@ def eval_loss(model, tokenizer, data, profile: Profile) -> float:
                            use_cpu=profile.device == "cpu", max_length=profile.max_seq_len, disable_tqdm=True,
                            dataloader_pin_memory=False)
         rows = to_prompt_completion(data["validation"])
-        trainer = SFTTrainer(model=model, args=config, train_dataset=rows, eval_dataset=rows,
+        trainer = sft_trainer(model=model, args=config, train_dataset=rows, eval_dataset=rows,
                              processing_class=tokenizer)
         return trainer.evaluate()["eval_loss"]
 
@@ -91,7 +91,6 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
     profile = replace(profile, max_seq_len=seq_len or profile.max_seq_len)
     model_name = model or profile.model
     steps = steps or profile.max_steps
-    eval_every = max(d for d in range(1, profile.eval_every + 1) if steps % d == 0)  # so the last step is evaluated
     learning_rates = {**DEFAULT_LR, **(learning_rates or {})}
     data = load_course_dataset(n_train=profile.n_train, n_validation=profile.n_eval, n_test=profile.n_eval,
                                n_heldout=profile.n_eval, seed=0)
@@ -114,7 +113,7 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
         t0 = time.perf_counter()
         say(f"[{2 + 2 * i}/{phases}] {method}: training {steps} steps, lr {learning_rates[method]:g}", flush=True)
         result = run_experiment(method, profile=profile, model=model_name, data=data, max_steps=steps,
-                                learning_rate=learning_rates[method], eval_every=eval_every,
+                                learning_rate=learning_rates[method], eval_every=steps,  # the table needs the last only
                                 score_splits=score_splits, progress=progress)
         say(f"[{3 + 2 * i}/{phases}] {method}: measuring memory of one training step "
             f"({batch['input_ids'].shape[0]} x {batch['input_ids'].shape[1]} tokens)", flush=True)

@@ -213,8 +213,11 @@ def nf4_config(precision: str, double_quant: bool = True):
                               bnb_4bit_compute_dtype=torch_dtype(precision))
 
 
-def lora_config(r: int = 16, alpha: int | None = None, dropout: float = 0.05, target_modules="all-linear"):
-    """peft's LoraConfig for a causal LM; alpha defaults to 2 r (the theory's rule of thumb)."""
+def lora_config(r: int = 16, alpha: int | None = None, dropout: float = 0.0, target_modules="all-linear"):
+    """peft's LoraConfig for a causal LM; alpha defaults to 2 r (the theory's rule of thumb).
+
+    dropout defaults to 0: it is a regularizer for long runs (chapter 3 measures it), and on a CPU its random
+    masks cost about a third of a LoRA step (135M model, 8 x 91 tokens: 3.1 s/step without, 4.5 s with 0.05)."""
     from peft import LoraConfig
 
     if not isinstance(r, int) or r <= 0:
@@ -279,7 +282,7 @@ def load_base(name: str, method: str = "lora", *, precision: str = "fp32", devic
 
 
 def load_model(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
-               lora_r: int = 16, lora_alpha: int | None = None, lora_dropout: float = 0.05,
+               lora_r: int = 16, lora_alpha: int | None = None, lora_dropout: float = 0.0,
                target_modules="all-linear", gradient_checkpointing: bool = False):
     """Load (model, tokenizer) for one method: "full" (all weights trainable, fp32 master weights),
     "lora" (frozen base in `precision` + fp32 adapters) or "qlora" (frozen NF4 base + fp32 adapters)."""

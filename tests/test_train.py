@@ -121,3 +121,29 @@ def test_history_of_merges_trainer_logs():
            {"step": 1, "train_runtime": 3.0}]
     assert history_of(log) == [{"step": 1, "train_loss": 2.0, "learning_rate": 1e-3, "grad_norm": 0.5},
                                {"step": 1, "eval_loss": 1.5}]
+
+
+def test_trainer_loss_is_cross_entropy_on_the_answer_only(tiny_data, tmp_path):
+    import torch
+    from trl import SFTConfig
+
+    from ftkit.train import sft_trainer, to_prompt_completion
+
+    model, tokenizer = ftkit.load_model("smollm2-135m", "full")  # real: its loss on prompts and answers differs
+    rows = to_prompt_completion(tiny_data["train"].select(range(4)))
+    trainer = sft_trainer(model=model, args=SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True,
+                                                      per_device_train_batch_size=4, activation_checkpointing=False),
+                          train_dataset=rows, processing_class=tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    answers = {tokenizer.decode(labels[labels != -100]).split("<|im_end|>")[0] for labels in batch["labels"]}
+    assert answers == set(tiny_data["train"].select(range(4))["answer"])  # the answers, nothing of the prompts
+    model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(batch))
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    by_hand = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
+                                                batch["labels"][:, 1:].flatten(), ignore_index=-100)
+    everything = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
+                                                   batch["input_ids"][:, 1:].flatten())
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert abs(by_hand.item() - everything.item()) > 1e-3  # so the check above could fail
