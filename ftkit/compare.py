@@ -189,6 +189,14 @@ def verdicts(f: dict) -> dict[str, str]:
     if not order_ok:
         bucket = max(("weights", "gradients", "optimizer", "activations"), key=lambda k: abs(lora[k] - qlora[k]))
         text += f"The largest difference between LoRA and QLoRA is in {bucket}. "
+    if qlora["memory"] > 0.9 * lora["memory"]:
+        est = f["estimate_7b"]
+        text += (f"QLoRA saves little over LoRA here ({100 * (1 - qlora['memory'] / lora['memory']):.0f} %): its 4-bit "
+                 f"weights save {human_bytes(lora['weights'] - qlora['weights'])}, but its activations are "
+                 f"{human_bytes(qlora['activations'] - lora['activations'])} larger (prepare_model_for_kbit_training "
+                 f"keeps the residual stream in fp32). Activations scale with batch x sequence, weights with the model: "
+                 f"for a 7B model the estimate is LoRA {est['lora']['total_gib']:.0f} GiB vs QLoRA "
+                 f"{est['qlora']['total_gib']:.0f} GiB. ")
     if quarter < 0.35:
         text += f"QLoRA's weights are {quarter:.2f} of 16-bit, about 1/4, as the theory says."
     else:
