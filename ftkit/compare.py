@@ -186,17 +186,19 @@ def verdicts(f: dict) -> dict[str, str]:
     text = ("as the theory says: full > LoRA > QLoRA " if order_ok else "differs here: the order is not full > LoRA > QLoRA ")
     text += (f"({human_bytes(full['memory'])} > {human_bytes(lora['memory'])} > {human_bytes(qlora['memory'])}); "
              f"LoRA's optimizer state is {full['optimizer'] / max(lora['optimizer'], 1):.0f}x smaller. ")
-    if not order_ok:
-        bucket = max(("weights", "gradients", "optimizer", "activations"), key=lambda k: abs(lora[k] - qlora[k]))
-        text += f"The largest difference between LoRA and QLoRA is in {bucket}. "
-    if qlora["memory"] > 0.9 * lora["memory"]:
+    change = qlora["memory"] / lora["memory"] - 1
+    if change > -0.1 and qlora["activations"] > lora["activations"]:
         est = f["estimate_7b"]
-        text += (f"QLoRA saves little over LoRA here ({100 * (1 - qlora['memory'] / lora['memory']):.0f} %): its 4-bit "
-                 f"weights save {human_bytes(lora['weights'] - qlora['weights'])}, but its activations are "
+        text += ((f"QLoRA needs {100 * change:.0f} % more than LoRA here" if change > 0 else
+                  f"QLoRA saves only {-100 * change:.0f} % over LoRA here")
+                 + f": its 4-bit weights save {human_bytes(lora['weights'] - qlora['weights'])}, but its activations are "
                  f"{human_bytes(qlora['activations'] - lora['activations'])} larger (prepare_model_for_kbit_training "
                  f"keeps the residual stream in fp32). Activations scale with batch x sequence, weights with the model: "
                  f"for a 7B model the estimate is LoRA {est['lora']['total_gib']:.0f} GiB vs QLoRA "
                  f"{est['qlora']['total_gib']:.0f} GiB. ")
+    elif not order_ok:
+        bucket = max(("weights", "gradients", "optimizer", "activations"), key=lambda k: abs(lora[k] - qlora[k]))
+        text += f"The largest difference between LoRA and QLoRA is in {bucket}. "
     if quarter < 0.35:
         text += f"QLoRA's weights are {quarter:.2f} of 16-bit, about 1/4, as the theory says."
     else:
@@ -236,7 +238,9 @@ def verdicts(f: dict) -> dict[str, str]:
         text += "; QLoRA's adapter is the same size as LoRA's (same rank, same layers)"
     else:
         text += (f"; QLoRA's adapter is {_x(qlora['saved'], lora['saved'])} LoRA's: {per_param['qlora']:.1f} vs "
-                 f"{per_param['lora']:.1f} bytes per adapter parameter (the adapters' dtype differs, not their shape)")
+                 f"{per_param['lora']:.1f} bytes per adapter parameter (the adapters' dtype differs, not their shape"
+                 + ("; TRL's SFTTrainer casts a QLoRA adapter to bf16, as the QLoRA paper does, and keeps LoRA's fp32)"
+                    if round(per_param["qlora"]) == 2 and round(per_param["lora"]) == 4 else ")"))
     if full["saved"] > 3 * full["total"]:
         text += "; the full checkpoint holds fp32 master weights (4 bytes per parameter)"
     out["Storage"] = text

@@ -94,8 +94,17 @@ def test_memory_storage_and_use_case_verdicts_flip():
     g["qlora"]["memory"], g["qlora"]["weights"] = 900e6, 60e6  # QLoRA now above LoRA; weights near 1/4
     said = compare.verdicts(g)
     assert said["VRAM Usage"].startswith("differs here") and "about 1/4" in said["VRAM Usage"]
+    assert "largest difference between LoRA and QLoRA is in weights" in said["VRAM Usage"]
+    h = copy.deepcopy(f)
+    h["qlora"]["activations"], h["qlora"]["memory"] = 800e6, 970e6  # fp32 activations outweigh the 4-bit saving
+    said = compare.verdicts(h)["VRAM Usage"]
+    assert said.startswith("differs here") and "QLoRA needs 14 % more than LoRA here" in said
+    assert "activations are 286.1 MB larger" in said and "LoRA 19 GiB vs QLoRA 10 GiB" in said
+    h["qlora"]["memory"] = 800e6
+    assert "QLoRA saves only 6 % over LoRA here" in compare.verdicts(h)["VRAM Usage"]
     g["qlora"]["saved"] = 9.5e6  # a 16-bit adapter: half LoRA's fp32 one
     assert "×0.50 LoRA's: 1.9 vs 3.9 bytes per adapter parameter" in compare.verdicts(g)["Storage"]
+    assert "casts a QLoRA adapter to bf16" in compare.verdicts(g)["Storage"]
     g["lora"]["saved"] = g["qlora"]["saved"] = 300e6
     assert compare.verdicts(g)["Storage"].startswith("differs here")
     g["full"]["em_after"], g["estimate_7b"]["qlora"]["smallest_gpu"] = 0.9, "A100 40 GB"
