@@ -79,7 +79,7 @@ def eval_loss(model, tokenizer, data, profile: Profile) -> float:
                            dataloader_pin_memory=False)
         rows = to_prompt_completion(data["validation"])
         trainer = sft_trainer(model=model, args=config, train_dataset=rows, eval_dataset=rows,
-                             processing_class=tokenizer)
+                              processing_class=tokenizer)
         return trainer.evaluate()["eval_loss"]
 
 

@@ -208,8 +208,8 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
     if early_stopping_patience is not None:
         extra.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
     trainer = sft_trainer(model=net, args=config, train_dataset=to_prompt_completion(data["train"]),
-                         eval_dataset=to_prompt_completion(data["validation"]), processing_class=tokenizer,
-                         callbacks=extra)
+                          eval_dataset=to_prompt_completion(data["validation"]), processing_class=tokenizer,
+                          callbacks=extra)
     last = _last_checkpoint(output_dir) if resume else None
     start = time.perf_counter()
     with PeakMemory(profile.device) as peak:
