@@ -18,8 +18,8 @@ One flat module per concern; everything a notebook needs is importable from here
 
 from .compare import compare_methods, comparison_table
 from . import checks, colab
-from .data import (FIELDS, augment, format_answer, load_course_dataset, load_user_dataset, parse_answer, score,
-                   score_text)
+from .data import (FIELDS, augment, format_answer, load_course_dataset, load_user_dataset, parse_answer,
+                   profile_dataset, score, score_text)
 from .doctor import TESTED_VERSIONS, doctor
 from .lora import LoRALinear, add_lora, copy_to_peft, lora_param_count, time_forward
 from .memory import (GPUS, KNOWN_CONFIGS, MemoryBreakdown, estimate_memory, fit_table, fits_on, human_bytes,
@@ -38,7 +38,7 @@ __all__ = [
     "GPUS", "KNOWN_CONFIGS", "MemoryBreakdown", "estimate_memory", "fit_table", "fits_on", "load_config",
     "measure_memory", "FIELDS", "KNOWN_MODELS", "METHODS", "PROFILES", "TESTED_VERSIONS", "Profile", "Result", "augment",
     "cache_dir", "free_memory", "compare_methods", "comparison_table", "count_parameters", "doctor", "evaluate_task",
-    "format_answer", "human_bytes", "generate_answers", "get_profile", "load_course_dataset", "load_model",
+    "format_answer", "human_bytes", "generate_answers", "get_profile", "load_course_dataset", "profile_dataset", "load_model",
     "load_tokenizer", "parse_answer", "plot_bars", "plot_losses", "plot_lr", "plot_stacked", "run_experiment",
     "score",
 ]

@@ -29,15 +29,14 @@ def cmd_compare(args) -> int:
 
 def cmd_finetune(args) -> int:
     """The profile's default run: the base model's score, then the fine-tuned model's, on test and held-out phrasings."""
-    from .data import load_course_dataset
+    from .data import profile_dataset
     from .models import load_model
     from .profiles import get_profile
     from .train import evaluate_task, run_experiment
 
     profile = get_profile(args.profile)
     model = args.model or profile.model
-    data = load_course_dataset(n_train=profile.n_train, n_validation=profile.n_eval, n_test=profile.n_eval,
-                               n_heldout=profile.n_eval, seed=0)
+    data = profile_dataset(profile)
     splits = ("test", "heldout")
     base, tokenizer = load_model(model, "full", precision=profile.precision, device=profile.device)
     before = {split: evaluate_task(base, tokenizer, data[split], batch_size=profile.gen_batch_size)[0] for split in splits}

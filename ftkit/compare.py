@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .data import load_course_dataset
+from .data import profile_dataset
 from .memory import MemoryBreakdown, fit_table, human_bytes, measure_memory, weights_by_dtype
 from .models import free_memory, load_model, torch_dtype
 from .profiles import Profile, get_profile
@@ -92,8 +92,7 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
     model_name = model or profile.model
     steps = steps or profile.max_steps
     learning_rates = {**DEFAULT_LR, **(learning_rates or {})}
-    data = load_course_dataset(n_train=profile.n_train, n_validation=profile.n_eval, n_test=profile.n_eval,
-                               n_heldout=profile.n_eval, seed=0)
+    data = profile_dataset(profile)
     say = print if progress else (lambda *a, **k: None)
     phases = 1 + 2 * len(methods)
     start = time.perf_counter()

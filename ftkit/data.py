@@ -299,6 +299,12 @@ def load_course_dataset(
     return datasets.DatasetDict({split: splits[split] for split in SPLITS})
 
 
+def profile_dataset(profile, seed: int = 0) -> datasets.DatasetDict:
+    """The course dataset at a profile's sizes: n_train training rows, n_eval each for validation, test and held-out."""
+    return load_course_dataset(n_train=profile.n_train, n_validation=profile.n_eval, n_test=profile.n_eval,
+                               n_heldout=profile.n_eval, seed=seed)
+
+
 # --- scoring ------------------------------------------------------------------------------------
 
 

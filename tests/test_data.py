@@ -16,6 +16,7 @@ from ftkit.data import (
     load_course_dataset,
     make_records,
     parse_answer,
+    profile_dataset,
     render,
     score,
     to_messages,
@@ -265,3 +266,14 @@ def test_other_bad_arguments():
         augment("x", {"name": "A B", "age": 1, "city": "C", "job": "d"}, seed=0, strength=2)
     with pytest.raises(ValueError, match="n must be"):
         make_records(-1)
+
+
+def test_profile_dataset_has_the_profile_sizes():
+    from ftkit.profiles import get_profile
+
+    profile = get_profile("ci")
+    data = profile_dataset(profile)
+    assert len(data["train"]) == profile.n_train
+    assert [len(data[s]) for s in ("validation", "test", "heldout")] == [profile.n_eval] * 3
+    assert data["train"][0] == load_course_dataset(n_train=profile.n_train, n_validation=profile.n_eval,
+                                                   n_test=profile.n_eval, n_heldout=profile.n_eval)["train"][0]
