@@ -5,6 +5,7 @@ Used in notebooks/00_start_here.ipynb and the capstone (`ftkit.doctor()`), and a
 
 from __future__ import annotations
 
+import platform
 import shutil
 import sys
 from dataclasses import dataclass
@@ -50,6 +51,12 @@ def version_of(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def measured_with() -> dict:
+    """The versions that decide a measurement, for the results JSON of scripts/ (None: not installed)."""
+    packages = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
+    return {"python": platform.python_version(), "cuda": torch.version.cuda, **{p: version_of(p) for p in packages}}
 
 
 def in_colab() -> bool:

@@ -13,7 +13,6 @@ import argparse
 import datetime
 import gc
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -36,22 +35,6 @@ def parse_args(argv=None):
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw_8bit"])
     p.add_argument("--tolerance", type=float, default=0.10)
     return p.parse_args(argv)
-
-
-def versions() -> dict:
-    """Versions of the libraries that decide the numbers."""
-    import peft
-    import torch
-    import transformers
-
-    try:
-        import bitsandbytes
-
-        bnb_version = bitsandbytes.__version__
-    except ImportError:
-        bnb_version = None
-    return {"torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
-            "peft": peft.__version__, "bitsandbytes": bnb_version, "python": platform.python_version()}
 
 
 def check_one(M, name: str, method: str, seq_len: int, args) -> dict:
@@ -96,6 +79,7 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         sys.exit("gpu_memory_check.py needs a CUDA GPU (torch.cuda.is_available() is False); nothing was run.")
     from ftkit import memory as M
+    from ftkit.doctor import measured_with
 
     rows = []
     for name in args.models:
@@ -106,7 +90,7 @@ def main(argv=None) -> int:
     print_table(rows)
     result = {"gpu": torch.cuda.get_device_name(0),
               "gpu_total_gib": torch.cuda.get_device_properties(0).total_memory / 2**30,
-              "versions": versions(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+              "versions": measured_with(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
               "precision": args.precision, "optimizer": args.optimizer, "tolerance": args.tolerance,
               "rows": rows, "all_ok": all(r["ok"] for r in rows)}
     out = Path(args.out)

@@ -44,22 +44,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def versions() -> dict:
-    """Versions of the libraries that decide the numbers."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "peft", "bitsandbytes", "accelerate"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package] = None
-    import torch
-
-    out["cuda"] = torch.version.cuda
-    return out
-
-
 def save_random_checkpoint(config_name: str, folder: Path, device: str) -> None:
     """A random-initialised fp16 model of the real architecture, saved like a hub checkpoint (+ a tokenizer)."""
     import torch
@@ -134,6 +118,7 @@ def main(argv=None) -> int:
 
     import ftkit
     from ftkit import colab
+    from ftkit.doctor import measured_with
     from ftkit.memory import model_shape
 
     if not args.smoke and not torch.cuda.is_available():
@@ -177,8 +162,8 @@ def main(argv=None) -> int:
     if capstone["fits"] and hf_default["fits"]:
         ratios = {"memory": capstone["peak_bytes"] / hf_default["peak_bytes"],
                   "speed": capstone["tokens_per_s"] / hf_default["tokens_per_s"]}
-    out = {"gpu": gpu, "date": datetime.date.today().isoformat(), "versions": versions(), "smoke": args.smoke,
-           "model": model_name, "architecture": config_name, "cap_gib": None if args.smoke else colab.T4_GIB,
+    out = {"gpu": gpu, "date": datetime.date.today().isoformat(), "versions": measured_with(),
+           "smoke": args.smoke, "model": model_name, "architecture": config_name, "cap_gib": None if args.smoke else colab.T4_GIB,
            "steps_timed": steps, "recipe": recipe, "capstone": capstone, "hf_default_recipe": default,
            "hf_default": hf_default, "ratios": ratios, "t4_estimate": t4_estimate}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
