@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .data import load_course_dataset, score
+from .data import profile_dataset, score
 from .models import count_parameters, load_model
 from .profiles import Profile, get_profile
 
@@ -168,9 +168,7 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
     max_steps = profile.max_steps if max_steps is None else max_steps
     batch_size = profile.batch_size if batch_size is None else batch_size
     eval_every = profile.eval_every if eval_every is None else eval_every
-    data = data if data is not None else load_course_dataset(n_train=profile.n_train, n_validation=profile.n_eval,
-                                                             n_test=profile.n_eval, n_heldout=profile.n_eval,
-                                                             seed=seed)
+    data = data if data is not None else profile_dataset(profile, seed=seed)
     hyperparameters = dict(learning_rate=learning_rate, max_steps=max_steps, batch_size=batch_size,
                            gradient_accumulation_steps=gradient_accumulation_steps, lora_r=lora_r,
                            lora_alpha=lora_alpha if lora_alpha is not None else 2 * lora_r,
@@ -223,7 +221,7 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
                     peak_memory_kind=peak.kind, trainable_params=trainable, total_params=total,
                     output_dir=output_dir)
     if early_stopping_patience is not None and trainer.state.best_model_checkpoint:
-        result.best_step = int(trainer.state.best_model_checkpoint.rstrip("/").split("-")[-1])
+        result.best_step = _checkpoint_step(trainer.state.best_model_checkpoint)
     if save:
         final_dir = Path(output_dir) / "final"
         trainer.model.save_pretrained(final_dir)
@@ -246,6 +244,11 @@ def _last_checkpoint(output_dir: str) -> str | None:
     return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
 
 
+def _checkpoint_step(path: str) -> int:
+    """The step of a Trainer checkpoint folder: .../checkpoint-12 -> 12."""
+    return int(path.rstrip("/").split("-")[-1])
+
+
 def _trained_tokens(trainer, resumed_from: str | None) -> float:
     """Tokens trained on in this call (a resumed run counts only the steps it ran)."""
     seen = trainer.state.num_input_tokens_seen
@@ -257,7 +260,7 @@ def _trained_tokens(trainer, resumed_from: str | None) -> float:
 
 def _eval_seconds(trainer, resumed_from: str | None) -> float:
     """Seconds this call spent on validation (logged by the Trainer as eval_runtime)."""
-    resumed_step = int(resumed_from.rstrip("/").split("-")[-1]) if resumed_from else 0
+    resumed_step = _checkpoint_step(resumed_from) if resumed_from else 0
     return sum(e["eval_runtime"] for e in trainer.state.log_history if "eval_runtime" in e and e["step"] > resumed_step)
 
 
