@@ -4,7 +4,9 @@ One flat module per concern; everything a notebook needs is importable from here
     profiles  - one setting (FTKIT_PROFILE) chooses every size
     models    - load a model for full / lora / qlora (built-in offline model, hub ids, tiny test model)
     data      - the course dataset (sentence -> JSON record) and its metrics
+    hparams   - Hyperparameters: the training settings as one object, defaults per profile and method
     train     - run_experiment: train with TRL's SFTTrainer and measure everything
+    claims    - the claims the course tests (CLAIMS.md) and verdict(): "as the theory says" / "differs here"
     memory    - training memory, measured exactly and estimated from a config; which GPU fits
     lora      - LoRA from scratch, checked against peft
     quant     - int4 / NF4 from scratch, checked against bitsandbytes
@@ -20,16 +22,18 @@ from .compare import compare_methods, comparison_table
 from . import checks, colab
 from .data import (FIELDS, augment, format_answer, load_course_dataset, load_user_dataset, parse_answer,
                    profile_dataset, score, score_text)
+from .claims import verdict
 from .doctor import TESTED_VERSIONS, doctor
+from .hparams import METHODS, Hyperparameters, default_hyperparameters
 from .lora import LoRALinear, add_lora, copy_to_peft, lora_param_count, time_forward
 from .memory import (GPUS, KNOWN_CONFIGS, MemoryBreakdown, estimate_memory, fit_table, fits_on, human_bytes,
                      load_config, measure_memory)
-from .models import KNOWN_MODELS, METHODS, cache_dir, count_parameters, free_memory, load_model, load_tokenizer
+from .models import KNOWN_MODELS, cache_dir, count_parameters, free_memory, load_model, load_tokenizer
 from .plots import plot_bars, plot_losses, plot_lr, plot_stacked
 from .profiles import PROFILES, Profile, get_profile
 from .quant import (absmax_dequantize, absmax_quantize, bnb_nf4_roundtrip, compare_with_bnb, double_quant_bits,
                     nf4_dequantize, nf4_levels, nf4_quantize, reconstruction_error)
-from .train import Result, evaluate_task, generate_answers, run_experiment
+from .train import Result, build_trainer, evaluate_task, generate_answers, run_experiment
 
 __all__ = [
     "LoRALinear", "add_lora", "copy_to_peft", "lora_param_count", "time_forward", "absmax_dequantize",
@@ -40,5 +44,5 @@ __all__ = [
     "cache_dir", "free_memory", "compare_methods", "comparison_table", "count_parameters", "doctor", "evaluate_task",
     "format_answer", "human_bytes", "generate_answers", "get_profile", "load_course_dataset", "profile_dataset", "load_model",
     "load_tokenizer", "parse_answer", "plot_bars", "plot_losses", "plot_lr", "plot_stacked", "run_experiment",
-    "score",
+    "score", "Hyperparameters", "default_hyperparameters", "build_trainer", "verdict",
 ]

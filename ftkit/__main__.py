@@ -41,10 +41,11 @@ def cmd_finetune(args) -> int:
     base, tokenizer = load_model(model, "full", precision=profile.precision, device=profile.device)
     before = {split: evaluate_task(base, tokenizer, data[split], batch_size=profile.gen_batch_size)[0] for split in splits}
     del base
-    result = run_experiment(args.method, profile=profile, model=model, data=data, learning_rate=args.lr,
-                            score_splits=splits)
-    print(f"\n{model}, {args.method}, profile {profile.name!r}: {result.hyperparameters['max_steps']} steps of "
-          f"{result.hyperparameters['batch_size']}, lr {args.lr:g}, {result.wall_time_s:.0f} s of training")
+    overrides = {} if args.lr is None else {"learning_rate": args.lr}
+    result = run_experiment(args.method, profile=profile, model=model, data=data, score_splits=splits, **overrides)
+    hp = result.hyperparameters
+    print(f"\n{model}, {args.method}, profile {profile.name!r}: {hp['max_steps']} steps of {hp['batch_size']}, "
+          f"lr {hp['learning_rate']:g}, {result.wall_time_s:.0f} s of training")
     print(f"{'split':10}{'exact match before':>20}{'after':>8}{'field accuracy before':>24}{'after':>8}")
     for split in splits:
         b, a = before[split], result.scores[split]
@@ -102,7 +103,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default=None, help="ci, cpu, gpu or t4 (default: $FTKIT_PROFILE or detected)")
     p.add_argument("--model", default=None, help="smollm2-135m (built in) or a hub id (online)")
     p.add_argument("--method", default="lora", choices=("full", "lora", "qlora"))
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3, the course's LoRA default)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the course's for the method, ftkit.default_hyperparameters)")
     p.set_defaults(func=cmd_finetune)
     p = sub.add_parser("prefetch", help=cmd_prefetch.__doc__)
     p.add_argument("--profile", default="cpu", help="the profile whose models to fetch (default: cpu)")

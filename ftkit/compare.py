@@ -23,12 +23,14 @@ from .data import profile_dataset
 from .memory import MemoryBreakdown, fit_table, human_bytes, measure_memory, weights_by_dtype
 from .models import free_memory, load_model, torch_dtype
 from .profiles import Profile, get_profile
-from .train import Result, evaluate_task, run_experiment, sft_trainer, to_prompt_completion
+from .claims import verdict
+from .hparams import DEFAULT_LEARNING_RATE, default_hyperparameters
+from .train import Result, build_trainer, evaluate_task, run_experiment
 
-# The theory's learning rates (section 2): LoRA/QLoRA usually higher than full FT.
-DEFAULT_LR = {"full": 1e-5, "lora": 1e-3, "qlora": 1e-3}
 CPU_STEPS = 12  # `python -m ftkit compare` on a CPU: 3 methods x 12 steps + scoring; 20 took ~10 min on 2 busy cores
 THEORY_ROWS = ("Mechanism", "VRAM Usage", "Training Speed", "Storage", "Use Case")
+ROW_CLAIMS = {"Mechanism": "1.mechanism", "VRAM Usage": "1.vram", "Training Speed": "1.speed",
+              "Storage": "1.storage", "Use Case": "1.use-case"}  # each row's id in CLAIMS.md
 USE_CASE_MODEL = "Qwen/Qwen2.5-7B"  # the "7B" of the theory's summary (the Colab capstone's model family)
 
 
@@ -70,16 +72,9 @@ def measure_step(model, batch: dict, profile: Profile, optimizer: str = "adamw")
 
 def eval_loss(model, tokenizer, data, profile: Profile) -> float:
     """Validation loss of a model exactly as run_experiment's trainer computes it (loss on the answer only)."""
-    from trl import SFTConfig
-
     with tempfile.TemporaryDirectory(prefix="ftkit-eval-") as tmp:
-        config = SFTConfig(output_dir=tmp, per_device_eval_batch_size=profile.batch_size, report_to="none",
-                           bf16=profile.precision == "bf16", fp16=profile.precision == "fp16",
-                           use_cpu=profile.device == "cpu", max_length=profile.max_seq_len, disable_tqdm=True,
-                           dataloader_pin_memory=False)
-        rows = to_prompt_completion(data["validation"])
-        trainer = sft_trainer(model=model, args=config, train_dataset=rows, eval_dataset=rows,
-                              processing_class=tokenizer)
+        trainer = build_trainer(model, tokenizer, data, default_hyperparameters("lora", profile), profile=profile,
+                                output_dir=tmp, progress=False)
         return trainer.evaluate()["eval_loss"]
 
 
@@ -91,7 +86,7 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
     profile = replace(profile, max_seq_len=seq_len or profile.max_seq_len)
     model_name = model or profile.model
     steps = steps or profile.max_steps
-    learning_rates = {**DEFAULT_LR, **(learning_rates or {})}
+    learning_rates = {**DEFAULT_LEARNING_RATE, **(learning_rates or {})}
     data = profile_dataset(profile)
     say = print if progress else (lambda *a, **k: None)
     phases = 1 + 2 * len(methods)
@@ -169,10 +164,11 @@ def verdicts(f: dict) -> dict[str, str]:
     # Mechanism: who trains what, and is the QLoRA base really 4-bit?
     share = lora["trainable"] / lora["total"]
     ok = full["trainable"] == full["total"] and share < 0.1 and qlora["packed_4bit"] > 0
-    text = (f"as the theory says: full FT trains 100 % of the weights, LoRA {100 * share:.1f} %, QLoRA's base "
-            f"is stored in 4 bits" if ok else
-            f"differs here: full FT trains {100 * full['trainable'] / full['total']:.1f} %, LoRA {100 * share:.1f} %, "
-            f"QLoRA has {human_bytes(qlora['packed_4bit'])} of 4-bit weights")
+    text = verdict(ROW_CLAIMS["Mechanism"], ok,
+                   f"full FT trains 100 % of the weights, LoRA {100 * share:.1f} %, QLoRA's base is stored in 4 bits"
+                   if ok else
+                   f"full FT trains {100 * full['trainable'] / full['total']:.1f} %, LoRA {100 * share:.1f} %, "
+                   f"QLoRA has {human_bytes(qlora['packed_4bit'])} of 4-bit weights")
     if not qlora["optim"].startswith("paged"):
         text += (f"; but no paged optimizer here: all three used {qlora['optim']} "
                  + ("(paged optimizers are a CUDA feature of bitsandbytes)" if cpu else "(the same optimizer for a fair comparison)"))
@@ -182,7 +178,8 @@ def verdicts(f: dict) -> dict[str, str]:
     order_ok = full["memory"] > lora["memory"] > qlora["memory"]
     quarter = qlora["weights"] / (2 * qlora["total"])  # QLoRA weights vs the same model in 16-bit
     big = f["estimate_7b"]["qlora"]["weights_gib"] / (2 * f["estimate_7b"]["qlora"]["params_b"] * 1e9 / 1024**3)
-    text = ("as the theory says: full > LoRA > QLoRA " if order_ok else "differs here: the order is not full > LoRA > QLoRA ")
+    text = verdict(ROW_CLAIMS["VRAM Usage"], order_ok,
+                   "full > LoRA > QLoRA " if order_ok else "the order is not full > LoRA > QLoRA ")
     text += (f"({human_bytes(full['memory'])} > {human_bytes(lora['memory'])} > {human_bytes(qlora['memory'])}); "
              f"LoRA's optimizer state is {full['optimizer'] / max(lora['optimizer'], 1):.0f}x smaller. ")
     change = qlora["memory"] / lora["memory"] - 1
@@ -208,13 +205,12 @@ def verdicts(f: dict) -> dict[str, str]:
 
     # Training speed: full slowest, LoRA fast, QLoRA slightly slower than LoRA
     speedup, slowdown = lora["tokens_per_s"] / full["tokens_per_s"], qlora["tokens_per_s"] / lora["tokens_per_s"]
-    if speedup >= 1.2:
-        text = f"as the theory says: LoRA is {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed"
-    else:
-        text = (f"differs here: LoRA runs at {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed, not "
-                f"faster, because the frozen weights still do the whole forward and the backward through every "
-                f"layer; LoRA saves only the weight gradients (~1/3 of the FLOPs) and the optimizer update"
-                + (" (FINDINGS §8: same on this CPU)" if cpu else ""))
+    text = verdict(ROW_CLAIMS["Training Speed"], speedup >= 1.2,
+                   f"LoRA is {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed" if speedup >= 1.2 else
+                   f"LoRA runs at {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed, not faster, "
+                   f"because the frozen weights still do the whole forward and the backward through every layer; "
+                   f"LoRA saves only the weight gradients (~1/3 of the FLOPs) and the optimizer update"
+                   + (" (FINDINGS §8: same on this CPU)" if cpu else ""))
     if slowdown >= 1:
         text += (f"; QLoRA is not slower than LoRA ({_x(qlora['tokens_per_s'], lora['tokens_per_s'])}): differs "
                  f"here, the dequantization cost is hidden by the rest of the step at this size")
@@ -230,8 +226,9 @@ def verdicts(f: dict) -> dict[str, str]:
 
     # Storage: full checkpoint vs adapters
     ratio = full["saved"] / max(lora["saved"], 1)
-    text = (f"as the theory says: the LoRA adapter is {ratio:.0f}x smaller than the full checkpoint" if ratio >= 10 else
-            f"differs here: the LoRA adapter is only {ratio:.1f}x smaller than the full checkpoint")
+    text = verdict(ROW_CLAIMS["Storage"], ratio >= 10,
+                   f"the LoRA adapter is {ratio:.0f}x smaller than the full checkpoint" if ratio >= 10 else
+                   f"the LoRA adapter is only {ratio:.1f}x smaller than the full checkpoint")
     per_param = {m: f[m]["saved"] / max(f[m]["trainable"], 1) for m in ("lora", "qlora")}
     if abs(qlora["saved"] - lora["saved"]) <= 0.1 * lora["saved"]:
         text += "; QLoRA's adapter is the same size as LoRA's (same rank, same layers)"
@@ -249,8 +246,9 @@ def verdicts(f: dict) -> dict[str, str]:
     fits = {m: est[m]["smallest_gpu"] or "no single GPU" for m in est}
     text = (f"7B estimate: full FT needs {fits['full']}, LoRA {fits['lora']}, QLoRA {fits['qlora']}; ")
     qlora_consumer = (fits["qlora"] or "").startswith(consumer)
-    text += ("as the theory says, QLoRA brings a 7B model to a consumer GPU" if qlora_consumer else
-             "differs here: even QLoRA does not fit a consumer GPU")
+    text += verdict(ROW_CLAIMS["Use Case"], qlora_consumer,
+                    "QLoRA brings a 7B model to a consumer GPU" if qlora_consumer else
+                    "even QLoRA does not fit a consumer GPU")
     if max(full["em_after"], lora["em_after"], qlora["em_after"]) <= full["em_before"]:
         text += (f". In these few steps no method raised exact match above {full['em_before']:.0%} yet, so the "
                  f"score cannot tell the methods apart (the validation loss can)")

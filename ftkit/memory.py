@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from .models import METHODS, disable_bnb_cpu_repacking, lora_config, nf4_config, torch_dtype
+from .hparams import METHODS
+from .models import disable_bnb_cpu_repacking, lora_config, nf4_config, torch_dtype
 
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}

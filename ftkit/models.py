@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("full", "lora", "qlora")
+from .hparams import check_lora, check_method, lora_alpha_of
+
 CACHE_ENV = "FTKIT_CACHE"
 
 # The built-in offline model: the real SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file inside a
@@ -213,22 +214,20 @@ def nf4_config(precision: str, double_quant: bool = True):
                               bnb_4bit_compute_dtype=torch_dtype(precision))
 
 
-def lora_config(r: int = 16, alpha: int | None = None, dropout: float = 0.0, target_modules="all-linear"):
+def lora_config(r: int = 16, alpha: int | None = None, dropout: float = 0.0, target_modules="all-linear",
+                use_rslora: bool = False):
     """peft's LoraConfig for a causal LM; alpha defaults to 2 r (the theory's rule of thumb).
 
     dropout defaults to 0: it is a regularizer for long runs (chapter 3 measures it), and on a CPU its random
-    masks cost about a third of a LoRA step (135M model, 8 x 91 tokens: 3.1 s/step without, 4.5 s with 0.05)."""
+    masks cost about a third of a LoRA step (135M model, 8 x 91 tokens: 3.1 s/step without, 4.5 s with 0.05).
+    use_rslora: scale the update by alpha / sqrt(r) instead of alpha / r (rank-stabilised LoRA)."""
     from peft import LoraConfig
 
-    if not isinstance(r, int) or r <= 0:
-        raise ValueError(f"LoRA rank r must be a positive integer (typical: 8, 16, 32, 64), not {r!r}")
-    alpha = 2 * r if alpha is None else alpha
-    if alpha <= 0:
-        raise ValueError(f"lora_alpha must be positive (rule of thumb: alpha = r or 2 r), not {alpha!r}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"lora_dropout must be in [0, 1), not {dropout!r}")
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                      task_type="CAUSAL_LM")
+    check_lora(r, alpha, dropout)
+    if isinstance(target_modules, tuple):
+        target_modules = list(target_modules)
+    return LoraConfig(r=r, lora_alpha=lora_alpha_of(r, alpha), lora_dropout=dropout, target_modules=target_modules,
+                      use_rslora=use_rslora, task_type="CAUSAL_LM")
 
 
 def load_tokenizer(name: str):
@@ -248,8 +247,7 @@ def load_base(name: str, method: str = "lora", *, precision: str = "fp32", devic
     (prepared for k-bit training, FINDINGS §3 workaround applied) for "qlora"."""
     from transformers import AutoModelForCausalLM
 
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    check_method(method)
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' but no CUDA GPU is visible. On Colab: Runtime > Change runtime type > "
                            "T4 GPU; elsewhere use device='cpu' (FTKIT_PROFILE=cpu).")
@@ -282,11 +280,11 @@ def load_base(name: str, method: str = "lora", *, precision: str = "fp32", devic
 
 
 def load_model(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
-               lora_r: int = 16, lora_alpha: int | None = None, lora_dropout: float = 0.0,
+               lora_r: int = 16, lora_alpha: int | None = None, lora_dropout: float = 0.0, use_rslora: bool = False,
                target_modules="all-linear", gradient_checkpointing: bool = False):
     """Load (model, tokenizer) for one method: "full" (all weights trainable, fp32 master weights),
     "lora" (frozen base in `precision` + fp32 adapters) or "qlora" (frozen NF4 base + fp32 adapters)."""
-    peft_cfg = lora_config(lora_r, lora_alpha, lora_dropout, target_modules) if method != "full" else None
+    peft_cfg = lora_config(lora_r, lora_alpha, lora_dropout, target_modules, use_rslora) if method != "full" else None
     model = load_base(name, method, precision=precision, device=device, gradient_checkpointing=gradient_checkpointing)
     if peft_cfg is not None:
         from peft import get_peft_model

@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 from .data import profile_dataset, score
+from .hparams import Hyperparameters, check_method, check_run, default_hyperparameters, with_overrides
 from .models import count_parameters, load_model
 from .profiles import Profile, get_profile
-
-GPU_ONLY_OPTIMIZERS = ("paged_adamw_8bit", "paged_adamw_32bit", "adamw_bnb_8bit", "adamw_8bit")
 
 
 @dataclass
@@ -43,7 +42,7 @@ class Result:
     best_step: int | None = None  # with early stopping: the step whose weights were kept
     scores: dict = field(default_factory=dict)  # split -> {"exact_match", "field_accuracy", ...}
     samples: dict = field(default_factory=dict)  # split -> first few generated answers
-    trained_model: object = field(default=None, repr=False)  # the model itself, for notebooks (never serialised)
+    trained_model: object = field(default=None, repr=False)  # the model (None if keep_model=False); never serialised
 
     def losses(self, kind: str = "train_loss") -> tuple[list[int], list[float]]:
         """(steps, values) of "train_loss", "eval_loss", "learning_rate" or "grad_norm"."""
@@ -125,74 +124,34 @@ def sft_trainer(**kwargs):
     return CourseSFTTrainer(**kwargs)
 
 
-def check_hyperparameters(*, learning_rate, batch_size, max_steps, n_train, optim, device, warmup_steps,
-                          accumulation=1) -> None:
-    """Refuse impossible settings before any time is spent, saying what to change."""
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0 (LoRA: ~1e-4 to 1e-3; full FT: ~1e-5), not {learning_rate}")
-    if batch_size < 1 or max_steps < 1 or accumulation < 1:
-        raise ValueError(f"batch_size, max_steps and gradient_accumulation_steps must be >= 1, not {batch_size}, "
-                         f"{max_steps} and {accumulation}")
-    if n_train < 1:
-        raise ValueError("The training set is empty: give at least one example (check your filter or file).")
-    if warmup_steps < 0 or warmup_steps >= max_steps:
-        raise ValueError(f"warmup_steps must be in [0, max_steps={max_steps}), not {warmup_steps}")
-    if optim in GPU_ONLY_OPTIMIZERS and device != "cuda":
-        raise ValueError(f"optim={optim!r} comes from bitsandbytes' CUDA kernels and needs a GPU; "
-                         "on the CPU use optim='adamw_torch'.")
-
-
-def run_experiment(method: str = "lora", *, profile: Profile | None = None, model: str | None = None,
-                   data=None, learning_rate: float = 1e-3, max_steps: int | None = None,
-                   batch_size: int | None = None, gradient_accumulation_steps: int = 1, lora_r: int = 16,
-                   lora_alpha: int | None = None,
-                   lora_dropout: float = 0.0, target_modules="all-linear", weight_decay: float = 0.0,
-                   warmup_steps: int = 0, lr_scheduler: str = "cosine", optim: str = "adamw_torch",
-                   gradient_checkpointing: bool = False, eval_every: int | None = None,
-                   early_stopping_patience: int | None = None, save_every: int | None = None,
-                   output_dir: str | None = None, resume: bool = False, save: bool = True,
-                   score_splits=("test",), seed: int = 0, callbacks=(), progress: bool = True) -> Result:
-    """Fine-tune `model` with `method` on `data` (default: the course dataset) and measure everything.
-
-    output_dir: keep checkpoints and the final save there; without it they go to a temporary folder that is
-        deleted at the end (saved_bytes is measured first).
-    save_every: keep a checkpoint every N steps (and resume from the last one when resume=True).
-    early_stopping_patience: stop when validation loss has not improved for that many evaluations and keep the best.
-    score_splits: dataset splits on which to generate answers and score them after training.
-    """
-    from transformers import EarlyStoppingCallback, set_seed
-    from trl import SFTConfig
-
-    profile = profile or get_profile()
-    model_name = model or profile.model
-    max_steps = profile.max_steps if max_steps is None else max_steps
-    batch_size = profile.batch_size if batch_size is None else batch_size
-    eval_every = profile.eval_every if eval_every is None else eval_every
-    data = data if data is not None else profile_dataset(profile, seed=seed)
-    hyperparameters = dict(learning_rate=learning_rate, max_steps=max_steps, batch_size=batch_size,
-                           gradient_accumulation_steps=gradient_accumulation_steps, lora_r=lora_r,
-                           lora_alpha=lora_alpha if lora_alpha is not None else 2 * lora_r,
-                           lora_dropout=lora_dropout, weight_decay=weight_decay, warmup_steps=warmup_steps,
-                           lr_scheduler=lr_scheduler, optim=optim, precision=profile.precision, seed=seed,
-                           max_seq_len=profile.max_seq_len, gradient_checkpointing=gradient_checkpointing)
-    check_hyperparameters(learning_rate=learning_rate, batch_size=batch_size, max_steps=max_steps,
-                          n_train=len(data["train"]), optim=optim, device=profile.device, warmup_steps=warmup_steps,
-                          accumulation=gradient_accumulation_steps)
-    set_seed(seed)
-    net, tokenizer = load_model(model_name, method, precision=profile.precision, device=profile.device,
-                                lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                target_modules=target_modules, gradient_checkpointing=gradient_checkpointing)
+def load_for_training(method: str, hp: Hyperparameters, profile: Profile, model: str):
+    """(model, tokenizer) of a model name set up for one method with hp's adapters, checked against the profile's
+    sequence length."""
+    net, tokenizer = load_model(model, method, precision=profile.precision, device=profile.device, lora_r=hp.lora_r,
+                                lora_alpha=hp.alpha, lora_dropout=hp.lora_dropout, use_rslora=hp.use_rslora,
+                                target_modules=hp.target_modules, gradient_checkpointing=hp.gradient_checkpointing)
     if profile.max_seq_len > net.config.max_position_embeddings:
         raise ValueError(f"max_seq_len={profile.max_seq_len} is longer than the model's context "
                          f"({net.config.max_position_embeddings} tokens); use at most that.")
-    keep_files = output_dir is not None  # without an output_dir, checkpoints and saves go to a temporary folder
-    output_dir = output_dir or tempfile.mkdtemp(prefix=f"ftkit-{method}-")
+    return net, tokenizer
+
+
+def build_trainer(model, tokenizer, data, hp: Hyperparameters, *, profile: Profile, output_dir: str,
+                  eval_every: int | None = None, early_stopping_patience: int | None = None,
+                  save_every: int | None = None, callbacks=(), progress: bool = True):
+    """TRL's SFTTrainer for a loaded model (an nn.Module) on a course-shaped dataset, set up from hp and the profile.
+    The one place the SFTConfig is built: run_experiment trains with it, compare's eval_loss evaluates with it."""
+    from transformers import EarlyStoppingCallback
+    from trl import SFTConfig
+
+    eval_every = profile.eval_every if eval_every is None else eval_every
     keep_checkpoints = bool(save_every) or early_stopping_patience is not None
     config = SFTConfig(
-        output_dir=output_dir, max_steps=max_steps, per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        per_device_eval_batch_size=batch_size, learning_rate=learning_rate, lr_scheduler_type=lr_scheduler,
-        warmup_steps=warmup_steps, weight_decay=weight_decay, optim=optim, seed=seed, data_seed=seed,
+        output_dir=output_dir, max_steps=-1 if hp.max_steps is None else hp.max_steps,
+        num_train_epochs=hp.num_epochs or 1, per_device_train_batch_size=hp.batch_size,
+        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        per_device_eval_batch_size=hp.batch_size, learning_rate=hp.learning_rate, lr_scheduler_type=hp.lr_scheduler,
+        warmup_steps=hp.warmup_steps, weight_decay=hp.weight_decay, optim=hp.optim, seed=hp.seed, data_seed=hp.seed,
         bf16=profile.precision == "bf16", fp16=profile.precision == "fp16", use_cpu=profile.device == "cpu",
         max_length=profile.max_seq_len, logging_steps=1, eval_strategy="steps", eval_steps=eval_every,
         save_strategy="steps" if keep_checkpoints else "no", save_steps=save_every or eval_every,
@@ -200,26 +159,57 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
         save_total_limit=None if early_stopping_patience is not None else 2,
         include_num_input_tokens_seen="non_padding", report_to="none", disable_tqdm=not progress,
         # TRL's SFTConfig turns gradient checkpointing ON by default: say what we want (load_model set the model up).
-        activation_checkpointing=gradient_checkpointing, dataloader_pin_memory=False,
+        activation_checkpointing=hp.gradient_checkpointing, dataloader_pin_memory=False,
     )
     extra = list(callbacks)
     if early_stopping_patience is not None:
         extra.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
-    trainer = sft_trainer(model=net, args=config, train_dataset=to_prompt_completion(data["train"]),
-                          eval_dataset=to_prompt_completion(data["validation"]), processing_class=tokenizer,
-                          callbacks=extra)
-    last = _last_checkpoint(output_dir) if resume else None
-    start = time.perf_counter()
-    with PeakMemory(profile.device) as peak:
-        trainer.train(resume_from_checkpoint=last)
-    wall = time.perf_counter() - start
-    trainable, total = count_parameters(net)
-    result = Result(method=method, model=model_name, hyperparameters=hyperparameters,
-                    history=history_of(trainer.state.log_history), wall_time_s=wall,
-                    tokens_per_s=_trained_tokens(trainer, last) / (wall - _eval_seconds(trainer, last)),
-                    peak_memory_bytes=peak.peak,
-                    peak_memory_kind=peak.kind, trainable_params=trainable, total_params=total,
-                    output_dir=output_dir)
+    return sft_trainer(model=model, args=config, train_dataset=to_prompt_completion(data["train"]),
+                       eval_dataset=to_prompt_completion(data["validation"]), processing_class=tokenizer,
+                       callbacks=extra)
+
+
+def resolve_hyperparameters(method: str, hp: Hyperparameters | None, profile: Profile, overrides: dict,
+                            caller: str = "run_experiment") -> Hyperparameters:
+    """hp (or the defaults for method and profile) with the keyword overrides applied."""
+    check_method(method)
+    return with_overrides(hp if hp is not None else default_hyperparameters(method, profile), overrides,
+                          caller=caller)
+
+
+def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, profile: Profile | None = None,
+                   model: str | None = None, data=None, eval_every: int | None = None,
+                   early_stopping_patience: int | None = None, save_every: int | None = None,
+                   output_dir: str | None = None, resume: bool = False, save: bool = True, score_splits=("test",),
+                   callbacks=(), progress: bool = True, keep_model: bool = True, **overrides) -> Result:
+    """Fine-tune `model` (a name) with `method` on `data` (default: the course dataset) and measure everything.
+
+    hp: the hyperparameters (default: ftkit.default_hyperparameters(method, profile)); any of its fields can also
+        be given as a keyword (`learning_rate=3e-4`), which overrides hp's value. num_epochs alone replaces the
+        default max_steps; giving both is an error.
+    output_dir: keep checkpoints and the final save there; without it they go to a temporary folder that is
+        deleted at the end (saved_bytes is measured first).
+    save_every: keep a checkpoint every N steps (and resume from the last one when resume=True).
+    early_stopping_patience: stop when validation loss has not improved for that many evaluations and keep the best.
+    score_splits: dataset splits on which to generate answers and score them after training.
+    keep_model: keep the trained model in result.trained_model (False where many results are kept, as in a sweep).
+    """
+    from transformers import set_seed
+
+    profile = profile or get_profile()
+    hp = resolve_hyperparameters(method, hp, profile, overrides)
+    model_name = model or profile.model
+    data = data if data is not None else profile_dataset(profile, seed=hp.seed)
+    check_run(hp, n_train=len(data["train"]), device=profile.device)
+    set_seed(hp.seed)
+    net, tokenizer = load_for_training(method, hp, profile, model_name)
+    keep_files = output_dir is not None  # without an output_dir, checkpoints and saves go to a temporary folder
+    output_dir = output_dir or tempfile.mkdtemp(prefix=f"ftkit-{method}-")
+    trainer = build_trainer(net, tokenizer, data, hp, profile=profile, output_dir=output_dir, eval_every=eval_every,
+                            early_stopping_patience=early_stopping_patience, save_every=save_every,
+                            callbacks=callbacks, progress=progress)
+    result = measure_run(trainer, Result(method=method, model=model_name, hyperparameters=hp.as_dict(),
+                                         output_dir=output_dir), resume=resume)
     if early_stopping_patience is not None and trainer.state.best_model_checkpoint:
         result.best_step = _checkpoint_step(trainer.state.best_model_checkpoint)
     if save:
@@ -233,7 +223,24 @@ def run_experiment(method: str = "lora", *, profile: Profile | None = None, mode
     if not keep_files:
         shutil.rmtree(output_dir, ignore_errors=True)
         result.output_dir = ""
-    result.trained_model = trainer.model
+    result.trained_model = trainer.model if keep_model else None
+    return result
+
+
+def measure_run(trainer, result: Result, *, resume: bool = False) -> Result:
+    """Train (resuming from the newest checkpoint in the trainer's output_dir when asked) and fill result with what
+    was measured: history, wall time, tokens/s, peak memory, parameter counts."""
+    last = _last_checkpoint(trainer.args.output_dir) if resume else None
+    device = "cuda" if trainer.args.device.type == "cuda" else "cpu"
+    start = time.perf_counter()
+    with PeakMemory(device) as peak:
+        trainer.train(resume_from_checkpoint=last)
+    wall = time.perf_counter() - start
+    result.trainable_params, result.total_params = count_parameters(trainer.model)
+    result.history = history_of(trainer.state.log_history)
+    result.wall_time_s = wall
+    result.tokens_per_s = _trained_tokens(trainer, last) / (wall - _eval_seconds(trainer, last))
+    result.peak_memory_bytes, result.peak_memory_kind = peak.peak, peak.kind
     return result
 
 
