@@ -13,41 +13,35 @@ import torch
 from transformers import TrainerCallback
 
 from .doctor import in_colab
+from .hparams import Hyperparameters, default_hyperparameters
 from .memory import GB, GPUS, KNOWN_CONFIGS, estimate_memory, estimate_peak, load_config, model_shape
 from .models import load_base, model_path, tiny_model_dir, torch_dtype
 
 T4_GIB = GPUS["T4 16 GB"]  # what torch can use on Colab's T4 (FINDINGS §6: about 14.5-14.75 GiB)
 DRIVE = Path("/content/drive")
 FAST_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"  # the one-line alternative for a fast run (same recipe)
-RUN_ARGS = ("max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "target_modules",
-            "optim", "gradient_checkpointing", "warmup_steps", "lr_scheduler", "eval_every", "save_every")
 
 
-def capstone_recipe(profile) -> dict:
-    """The QLoRA settings a free T4 needs, one definition for the notebook and scripts/t4_emulation.py."""
+def capstone_recipe(profile) -> Hyperparameters:
+    """The QLoRA hyperparameters a free T4 needs, one definition for the notebook and scripts/t4_emulation.py.
+
+    What is not a hyperparameter comes from the profile: precision (t4: fp16, as a T4 has no real bf16), max_seq_len
+    (course examples are ~100 tokens with Qwen's chat template: 256 is room) and eval_every (the notebook also keeps
+    a checkpoint at every evaluation, so a disconnected free runtime resumes)."""
     cuda = profile.device == "cuda"
-    return dict(
-        precision=profile.precision,  # t4: fp16 (no real bf16 below compute capability 8.0); bf16 on >= 8.0
-        max_seq_len=profile.max_seq_len,  # course examples are ~100 tokens with Qwen's chat template: 256 is room
+    return replace(
+        default_hyperparameters("qlora", profile),
         # The loss's fp32 buffers (tokens x 152k vocab) dominate a 7B's peak: on a GPU, half the batch twice (same
         # effective batch) keeps the estimated peak near 10 GiB, with room under the T4's 14.75 GiB.
         batch_size=max(1, profile.batch_size // 2) if cuda else profile.batch_size,
         gradient_accumulation_steps=2 if cuda else 1,
         gradient_checkpointing=True,  # recompute activations in backward: ~1/28 of the activations for ~30 % time
-        optim="paged_adamw_8bit" if cuda else "adamw_torch",  # 8-bit moments paged to RAM; needs CUDA
+        optim="paged_adamw_8bit" if cuda else "adamw_torch",  # 8-bit moments in CUDA unified memory; needs CUDA
         lora_r=16, lora_alpha=32, lora_dropout=0.05,  # alpha = 2 r (the theory's rule of thumb)
         target_modules="all-linear",  # every linear layer of every block (QLoRA paper: needed to match full FT)
         learning_rate=2e-4,  # the theory's LoRA/QLoRA value
         lr_scheduler="cosine", warmup_steps=max(1, profile.max_steps // 10),
-        max_steps=profile.max_steps, eval_every=profile.eval_every,
-        save_every=profile.eval_every,  # a free runtime can disconnect: a checkpoint every eval, resumable
     )
-
-
-def experiment_args(recipe: dict, profile) -> dict:
-    """run_experiment's keyword arguments for a recipe (precision and sequence length travel in the profile)."""
-    run_profile = replace(profile, precision=recipe["precision"], max_seq_len=recipe["max_seq_len"])
-    return {"profile": run_profile, **{key: recipe[key] for key in RUN_ARGS}}
 
 
 # --- plan before loading ------------------------------------------------------------------------
@@ -76,25 +70,25 @@ def memory_budget(gpu_gib: float | None = None) -> tuple[int, str]:
     return available, f"available RAM ({available / GB:.1f} GiB)"
 
 
-def estimate_peak_bytes(model: str, recipe: dict) -> dict:
-    """Estimated training memory of the recipe (bytes): the four buckets and the step's peak."""
+def estimate_peak_bytes(model: str, hp: Hyperparameters, profile) -> dict:
+    """Estimated QLoRA training memory (bytes) of a model name with hp at the profile's precision and sequence length:
+    the four buckets and the step's peak."""
     config = load_config(config_name(model))
-    seq, batch, precision = recipe["max_seq_len"], recipe["batch_size"], recipe["precision"]
-    est = estimate_memory(config, "qlora", seq_len=seq, batch_size=batch, precision=precision,
-                          optimizer="adamw" if recipe["optim"] == "adamw_torch" else recipe["optim"],
-                          gradient_checkpointing=recipe["gradient_checkpointing"], lora_r=recipe["lora_r"],
-                          target_modules=recipe["target_modules"])
+    seq, batch = profile.max_seq_len, hp.batch_size
+    est = estimate_memory(config, "qlora", seq_len=seq, batch_size=batch, precision=profile.precision,
+                          optimizer=hp.optim, gradient_checkpointing=hp.gradient_checkpointing, lora_r=hp.lora_r,
+                          target_modules=hp.target_modules)
     peak = estimate_peak(est, config, seq_len=seq, batch_size=batch)
     return {"weights": est.weights, "gradients": est.gradients, "optimizer": est.optimizer,
             "activations": est.activations, "peak": peak}
 
 
-def plan_memory(model: str, recipe: dict, *, gpu_gib: float | None = None, headroom_gib: float = 1.0):
-    """(estimate, fits, message): the chapter-1 estimator for this model and recipe against this GPU (or RAM).
+def plan_memory(model: str, hp: Hyperparameters, profile, *, gpu_gib: float | None = None, headroom_gib: float = 1.0):
+    """(estimate, fits, message): the chapter-1 estimator for this model, hp and profile against this GPU (or RAM).
 
     gpu_gib: plan for a GPU of that size (T4_GIB for Colab) instead of the one visible here.
     When it does not fit, the message lists the fixes that do, so the notebook can refuse before loading."""
-    estimate = estimate_peak_bytes(model, recipe)
+    estimate = estimate_peak_bytes(model, hp, profile)
     budget, where = memory_budget(gpu_gib)
     limit = budget - headroom_gib * GB
     estimate["budget"] = budget
@@ -103,17 +97,17 @@ def plan_memory(model: str, recipe: dict, *, gpu_gib: float | None = None, headr
             f"activations {estimate['activations'] / GB:.2f}) on {where}, keeping {headroom_gib:g} GiB free")
     if fits:
         return estimate, True, f"fits: {line}."
+    half = profile.max_seq_len // 2
     fixes = []
-    for label, other_model, changes in (
-        ("recipe['batch_size'] = 1", model, {"batch_size": 1}),
-        (f"recipe['max_seq_len'] = {recipe['max_seq_len'] // 2}", model, {"max_seq_len": recipe["max_seq_len"] // 2}),
-        ("both of those", model, {"batch_size": 1, "max_seq_len": recipe["max_seq_len"] // 2}),
-        (f"MODEL = {FAST_MODEL!r}", FAST_MODEL, {}),
+    for label, other_model, other_hp, other_profile in (
+        ("hp = replace(hp, batch_size=1)", model, replace(hp, batch_size=1), profile),
+        (f"profile = replace(profile, max_seq_len={half})", model, hp, replace(profile, max_seq_len=half)),
+        ("both of those", model, replace(hp, batch_size=1), replace(profile, max_seq_len=half)),
+        (f"MODEL = {FAST_MODEL!r}", FAST_MODEL, hp, profile),
     ):
-        if changes or other_model != model:
-            peak = estimate_peak_bytes(other_model, {**recipe, **changes})["peak"]
-            if peak <= limit:
-                fixes.append(f"{label} ({peak / GB:.2f} GiB)")
+        peak = estimate_peak_bytes(other_model, other_hp, other_profile)["peak"]
+        if peak <= limit:
+            fixes.append(f"{label} ({peak / GB:.2f} GiB)")
     fix = "; or ".join(fixes) if fixes else "a smaller model (fewer parameters) or a bigger GPU"
     return estimate, False, f"does NOT fit: {line}. Fix before loading: {fix}."
 

@@ -62,7 +62,7 @@ def course_batch(tokenizer, rows, max_len: int) -> dict:
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
 
 
-def measure_step(model, batch: dict, profile: Profile, optimizer: str = "adamw") -> MemoryBreakdown:
+def measure_step(model, batch: dict, profile: Profile, optimizer: str = "adamw_torch") -> MemoryBreakdown:
     """measure_memory on one batch, under the autocast training uses (bf16 on this CPU: fp32 master weights)."""
     autocast = profile.precision in ("bf16", "fp16")
     dtype = torch_dtype(profile.precision) if autocast else torch.float32

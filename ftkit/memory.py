@@ -25,7 +25,7 @@ import torch
 from .hparams import METHODS
 from .models import disable_bnb_cpu_repacking, lora_config, nf4_config, torch_dtype
 
-OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
+OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")  # the Trainer's `optim` names
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 # The linear layers of a Llama-style decoder layer (what peft's "all-linear" targets; lm_head excluded).
@@ -121,10 +121,10 @@ def param_bytes(model) -> int:
     return sum(weights_by_dtype(model).values())
 
 
-def make_optimizer(params, name: str = "adamw", lr: float = 1e-4):
-    """AdamW by name: "adamw" (torch, fused when possible), "adamw_8bit" / "paged_adamw_8bit" (bitsandbytes)."""
+def make_optimizer(params, name: str = "adamw_torch", lr: float = 1e-4):
+    """AdamW by the Trainer's name: "adamw_torch" (torch, fused when possible), "adamw_8bit" / "paged_adamw_8bit" (bitsandbytes)."""
     params = list(params)
-    if name == "adamw":
+    if name == "adamw_torch":
         try:
             return torch.optim.AdamW(params, lr=lr, fused=True)
         except (RuntimeError, ValueError):
@@ -141,7 +141,7 @@ def _storage_key(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
-def measure_memory(model, batch: dict, optimizer="adamw", lr: float = 1e-4, steps: int = 1) -> MemoryBreakdown:
+def measure_memory(model, batch: dict, optimizer="adamw_torch", lr: float = 1e-4, steps: int = 1) -> MemoryBreakdown:
     """Run `steps` real training steps (forward, backward, optimizer.step) and count bytes on the last one.
 
     `batch` holds input_ids (and optionally attention_mask, labels; labels default to input_ids).
@@ -382,7 +382,7 @@ def trainable_tensors(shape: ModelShape, method: str, lora_r: int = 16, target_m
     return per_layer * shape.layers
 
 
-def optimizer_state_bytes(sizes: list[int], optimizer: str = "adamw", param_bytes: int = 4) -> int:
+def optimizer_state_bytes(sizes: list[int], optimizer: str = "adamw_torch", param_bytes: int = 4) -> int:
     """Bytes of AdamW state for trainable tensors of the given element counts.
 
     torch AdamW: two moments in the parameter's dtype (8 B/param for fp32, 4 for bf16) + a fp32 step.
@@ -391,7 +391,7 @@ def optimizer_state_bytes(sizes: list[int], optimizer: str = "adamw", param_byte
     (min_8bit_size). The paged variant has the same bytes, in CUDA unified memory (not counted by
     torch.cuda.max_memory_allocated).
     """
-    if optimizer == "adamw":
+    if optimizer == "adamw_torch":
         return sum(2 * n * param_bytes + 4 for n in sizes)
     if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
         small = [n for n in sizes if n < 4096]
@@ -476,7 +476,7 @@ def activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: i
     return shape.layers * layer + once
 
 
-def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optimizer: str = "adamw",
+def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optimizer: str = "adamw_torch",
                     precision: str = "bf16", gradient_checkpointing: bool = False, lora_r: int = 16,
                     target_modules="all-linear", double_quant: bool = True,
                     mixed_precision: bool = False) -> MemoryBreakdown:

@@ -32,7 +32,7 @@ def parse_args(argv=None):
     p.add_argument("--seq-lens", nargs="+", type=int, default=[256, 1024])
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
-    p.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw_8bit"])
+    p.add_argument("--optimizer", default="adamw_torch", choices=["adamw_torch", "adamw_8bit"])
     p.add_argument("--tolerance", type=float, default=0.10)
     return p.parse_args(argv)
 

@@ -61,26 +61,26 @@ def save_random_checkpoint(config_name: str, folder: Path, device: str) -> None:
     gc.collect()
 
 
-def measure(folder: str, recipe: dict, *, device: str, steps: int, vocab: int) -> dict:
-    """Load the checkpoint in NF4 for one recipe and time `steps` training steps: peak memory, tokens/s."""
+def measure(folder: str, hp, profile, *, device: str, steps: int, vocab: int) -> dict:
+    """Load the checkpoint in NF4 with hp at the profile's precision and sequence length and time `steps` training
+    steps: peak memory, tokens/s."""
     import torch
 
     import ftkit
     from ftkit.memory import make_optimizer, random_batch
     from ftkit.train import PeakMemory
 
-    precision, batch, seq = recipe["precision"], recipe["batch_size"], recipe["max_seq_len"]
+    precision, batch, seq = profile.precision, hp.batch_size, profile.max_seq_len
     model = None
     try:
         with PeakMemory(device) as peak:
-            model, _ = ftkit.load_model(folder, "qlora", precision=precision, device=device, lora_r=recipe["lora_r"],
-                                        lora_alpha=recipe["lora_alpha"], lora_dropout=recipe["lora_dropout"],
-                                        target_modules=recipe["target_modules"],
-                                        gradient_checkpointing=recipe["gradient_checkpointing"])
+            model, _ = ftkit.load_model(folder, "qlora", precision=precision, device=device, lora_r=hp.lora_r,
+                                        lora_alpha=hp.alpha, lora_dropout=hp.lora_dropout, use_rslora=hp.use_rslora,
+                                        target_modules=hp.target_modules,
+                                        gradient_checkpointing=hp.gradient_checkpointing)
             model.train()
             trainable = [p for p in model.parameters() if p.requires_grad]
-            optim = {"adamw_torch": "adamw"}.get(recipe["optim"], recipe["optim"])
-            optimizer = make_optimizer(trainable, optim, recipe["learning_rate"])
+            optimizer = make_optimizer(trainable, hp.optim, hp.learning_rate)
             autocast = precision in ("fp16", "bf16")  # what the Trainer's fp16=/bf16= flags do
             scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
             start = 0.0
@@ -132,10 +132,13 @@ def main(argv=None) -> int:
     else:
         profile = dataclasses.replace(ftkit.PROFILES["t4"])  # a T4's settings, whatever GPU runs this
         model_name, steps = args.model or profile.capstone_model, args.steps
-    recipe = colab.capstone_recipe(profile)
+    hp = colab.capstone_recipe(profile)
     if args.smoke:
-        recipe["optim"] = "adamw_torch"  # paged 8-bit AdamW needs CUDA
-    default = {**recipe, "gradient_checkpointing": False, "precision": "fp32", "optim": "adamw_torch"}
+        hp = dataclasses.replace(hp, optim="adamw_torch")  # paged 8-bit AdamW needs CUDA
+    default_hp = dataclasses.replace(hp, gradient_checkpointing=False, optim="adamw_torch")
+    default_profile = dataclasses.replace(profile, precision="fp32")
+    recipe = {**hp.as_dict(), "precision": profile.precision, "max_seq_len": profile.max_seq_len}
+    default = {**default_hp.as_dict(), "precision": default_profile.precision, "max_seq_len": profile.max_seq_len}
     config_name = colab.config_name(model_name)
     vocab = model_shape(config_name).vocab
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or 'unknown'})"
@@ -148,8 +151,8 @@ def main(argv=None) -> int:
             total = torch.cuda.get_device_properties(0).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, colab.T4_GIB * 2**30 / total))
             print(f"memory capped at {colab.T4_GIB} GiB of {total / 2**30:.1f} GiB")
-        capstone = measure(folder, recipe, device=device, steps=steps, vocab=vocab)
-        hf_default = measure(folder, default, device=device, steps=steps, vocab=vocab)
+        capstone = measure(folder, hp, profile, device=device, steps=steps, vocab=vocab)
+        hf_default = measure(folder, default_hp, default_profile, device=device, steps=steps, vocab=vocab)
 
     tflops = args.gpu_tflops or next((v for k, v in GPU_FP16_TFLOPS.items() if k in gpu), None)
     t4_estimate = {"minutes": None, "assumption": "unknown GPU: pass --gpu-tflops to estimate the T4 time"}

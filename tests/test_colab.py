@@ -18,29 +18,28 @@ def test_checkpoints_stay_local_and_drive_is_not_mounted_off_colab(capsys):
 
 def test_recipe_on_a_t4_uses_fp16_and_paged_8bit_adamw(profile):
     t4 = dataclasses.replace(ftkit.PROFILES["t4"])  # get_profile("t4") refuses without CUDA
-    recipe = colab.capstone_recipe(t4)
-    assert recipe["optim"] == "paged_adamw_8bit" and recipe["precision"] == "fp16"
-    assert recipe["gradient_checkpointing"] and recipe["lora_r"] == 16 and recipe["lora_alpha"] == 32
-    assert recipe["learning_rate"] == 2e-4 and recipe["target_modules"] == "all-linear"
-    assert recipe["max_steps"] == t4.max_steps
+    hp = colab.capstone_recipe(t4)
+    assert isinstance(hp, ftkit.Hyperparameters) and t4.precision == "fp16"
+    assert hp.optim == "paged_adamw_8bit" and hp.gradient_checkpointing and hp.lora_r == 16 and hp.alpha == 32
+    assert hp.learning_rate == 2e-4 and hp.target_modules == "all-linear"
+    assert hp.max_steps == t4.max_steps and hp.batch_size * hp.gradient_accumulation_steps == t4.batch_size
     cpu = colab.capstone_recipe(profile)
-    assert cpu["optim"] == "adamw_torch" and cpu["precision"] == profile.precision
-    args = colab.experiment_args(cpu, profile)
-    assert args["profile"].max_seq_len == cpu["max_seq_len"] and "precision" not in args
+    assert cpu.optim == "adamw_torch" and cpu.batch_size == profile.batch_size  # no CUDA: no bitsandbytes optimizer
 
 
 def test_plan_accepts_the_7b_on_a_t4_and_refuses_a_70b_with_the_fix():
-    recipe = colab.capstone_recipe(dataclasses.replace(ftkit.PROFILES["t4"]))
-    estimate, fits, message = colab.plan_memory("Qwen/Qwen2.5-7B-Instruct", recipe, gpu_gib=colab.T4_GIB)
+    t4 = dataclasses.replace(ftkit.PROFILES["t4"])
+    recipe = colab.capstone_recipe(t4)
+    estimate, fits, message = colab.plan_memory("Qwen/Qwen2.5-7B-Instruct", recipe, t4, gpu_gib=colab.T4_GIB)
     assert fits and message.startswith("fits") and 5 * 2**30 < estimate["peak"] < 14 * 2**30
-    estimate, fits, message = colab.plan_memory("meta-llama/Llama-2-70b-hf", recipe, gpu_gib=colab.T4_GIB)
+    estimate, fits, message = colab.plan_memory("meta-llama/Llama-2-70b-hf", recipe, t4, gpu_gib=colab.T4_GIB)
     assert not fits and "does NOT fit" in message and colab.FAST_MODEL in message
-    _, fits, message = colab.plan_memory("Qwen/Qwen2.5-7B-Instruct", recipe, gpu_gib=10.0)
-    assert not fits and "batch_size" in message  # a smaller batch is offered when it fits
+    _, fits, message = colab.plan_memory("Qwen/Qwen2.5-7B-Instruct", recipe, t4, gpu_gib=10.0)
+    assert not fits and "replace(hp, batch_size=1)" in message  # a smaller batch is offered when it fits
 
 
 def test_plan_on_this_machine_for_the_builtin_model(profile):
-    _, fits, message = colab.plan_memory("smollm2-135m", colab.capstone_recipe(profile))
+    _, fits, message = colab.plan_memory("smollm2-135m", colab.capstone_recipe(profile), profile)
     assert fits and "RAM" in message
 
 

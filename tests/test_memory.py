@@ -46,7 +46,7 @@ def test_estimate_matches_measurement_fp32(fp32_measurements, seq_len):
     assert_close(measured[seq_len], est)
 
 
-@pytest.mark.parametrize("method,optimizer", [("full", "adamw"), ("lora", "adamw_8bit"), ("qlora", "adamw_8bit")])
+@pytest.mark.parametrize("method,optimizer", [("full", "adamw_torch"), ("lora", "adamw_8bit"), ("qlora", "adamw_8bit")])
 def test_estimate_matches_measurement_bf16(method, optimizer):
     """bf16: fp32 norm upcasts and peft's fp32 input casts; bf16 AdamW moments; 8-bit AdamW state."""
     model = M.random_model(SMOL, method, precision="bf16", seed=1)
