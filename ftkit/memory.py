@@ -331,15 +331,14 @@ def nf4_bytes(n: int, double_quant: bool = True, blocksize: int = 64) -> float:
 
     Without double quantization the absmax is fp32 (32/64 = 0.5 bit/param). With it (QLoRA paper,
     sec. 3) the absmax is itself quantized to 8 bit, with one fp32 constant per 256 absmax values:
-    8/64 + 32/(64*256) = 0.127 bit/param, so 4.127 bits/param in all.
+    8/64 + 32/(64*256) = 0.127 bit/param, so 4.127 bits/param in all: for large n, 8 * nf4_bytes(n) / n is
+    ftkit.double_quant_bits() (the notebooks' per-weight formula; a test holds the two together).
     """
     blocks = math.ceil(n / blocksize)
     if double_quant:
         return n / 2 + blocks + 4 * math.ceil(blocks / 256)
     return n / 2 + 4 * blocks
 
-
-NF4_BITS_PER_PARAM = 4 + 8 / 64 + 32 / (64 * 256)  # = 4.127, NF4 + double quantization
 
 # Fixed bytes per quantized tensor in bitsandbytes 0.50 (measured; each layer has its own copies):
 # the 16-entry fp32 NF4 code (64 B); with double quant also the fp32 offset (4 B) and the

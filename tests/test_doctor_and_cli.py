@@ -11,7 +11,19 @@ def test_doctor_reports_every_area(capsys):
     assert {"python", "device", "RAM available", "disk free (cache)", "built-in model"} <= names
     assert set(ftkit.TESTED_VERSIONS) <= names
     out = capsys.readouterr().out
-    assert "problem(s) found" in out or "All checks passed" in out
+    problems = sum(not c.ok for c in checks)
+    assert out.rstrip().endswith(f"{problems} problem(s) found." if problems else "All checks passed.")
+    assert out.count("[FIX]") == problems and out.count("[ok ]") == len(checks) - problems
+
+
+def test_doctor_ending_counts_the_problems(monkeypatch, capsys):
+    monkeypatch.setitem(TESTED_VERSIONS, "peft", "0.0.1")
+    monkeypatch.setitem(TESTED_VERSIONS, "no-such-package-ftkit", "1.0")
+    checks = ftkit.doctor()
+    out = capsys.readouterr().out
+    problems = sum(not c.ok for c in checks)
+    assert problems >= 2 and out.rstrip().endswith(f"{problems} problem(s) found.")
+    assert "[FIX] peft" in out and "-> pip install no-such-package-ftkit==1.0" in out
 
 
 def test_doctor_flags_a_version_mismatch_with_its_fix(monkeypatch):

@@ -146,11 +146,21 @@ def test_formula_equals_real_model_count(config):
     assert M.model_shape(config).num_params() == model.num_parameters()
 
 
-def test_nf4_double_quant_bits():
-    n = 4096 * 4096
-    assert M.NF4_BITS_PER_PARAM == pytest.approx(4.127, abs=5e-4)
-    assert 8 * M.nf4_bytes(n) / n == pytest.approx(4.127, abs=5e-4)
-    assert 8 * M.nf4_bytes(n, double_quant=False) / n == pytest.approx(4.5)
+@pytest.mark.parametrize("double_quant", [True, False])
+def test_nf4_bytes_equal_what_bitsandbytes_stores(double_quant):
+    """nf4_bytes against the tensors bitsandbytes really keeps: packed codes, absmax (8-bit + fp32 scales with double
+    quantization, fp32 without); a wrong formula (e.g. fp32 absmax with double quant) fails."""
+    import bitsandbytes.functional as F
+
+    n = 64 * 4096 + 64 * 7  # not a multiple of 256 blocks, so the rounding counts
+    packed, state = F.quantize_4bit(torch.randn(n), quant_type="nf4", compress_statistics=double_quant)
+    stored = packed.numel() * packed.element_size() + state.absmax.numel() * state.absmax.element_size()
+    if double_quant:
+        stored += state.state2.absmax.numel() * state.state2.absmax.element_size()
+    assert M.nf4_bytes(n, double_quant=double_quant) == stored
+    bits = ftkit.double_quant_bits(double_quant=double_quant)  # the per-weight formula taught in 1.2
+    assert 8 * M.nf4_bytes(n, double_quant=double_quant) / n == pytest.approx(bits, abs=2e-3)
+    assert bits == pytest.approx(4.127 if double_quant else 4.5, abs=5e-4)
 
 
 def test_fits_on():

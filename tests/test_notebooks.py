@@ -41,22 +41,24 @@ def test_install_cell_pins_tested_versions_but_not_torch():
 
 
 def test_hygiene_catches_a_dirty_notebook(tmp_path):
-    path = nb.ROOT / "notebooks" / ".dirty-test.ipynb"
+    """In a copy of the repository layout under tmp_path: a crash here leaves nothing in the real notebooks/."""
+    path = tmp_path / "notebooks" / "dirty-test.ipynb"
+    path.parent.mkdir()
     shutil.copy(NOTEBOOKS[0], path)
-    try:
-        data = json.loads(path.read_text())
-        code = next(c for c in data["cells"] if c["cell_type"] == "code")
-        code["outputs"], code["execution_count"] = [{"output_type": "stream", "name": "stdout", "text": "x"}], 3
-        data["metadata"]["widgets"] = {"state": {}}
-        data["cells"][0]["source"] = ["# no badge here, and /home/me/data.csv"]
-        path.write_text(json.dumps(data))
-        problems = " | ".join(nb.hygiene_problems(path))
-        for expected in ("outputs", "execution counts", "widget state", "Colab badge", "absolute path"):
-            assert expected in problems
-        assert nb.clear_outputs(path)
-        assert not any("outputs" in p or "counts" in p or "widget" in p for p in nb.hygiene_problems(path))
-    finally:
-        path.unlink()
+    nb.sync_notebook(path, root=tmp_path)  # its badge now names its own (temporary) path
+    assert nb.hygiene_problems(path, root=tmp_path) == []
+    data = json.loads(path.read_text())
+    code = next(c for c in data["cells"] if c["cell_type"] == "code")
+    code["outputs"], code["execution_count"] = [{"output_type": "stream", "name": "stdout", "text": "x"}], 3
+    data["metadata"]["widgets"] = {"state": {}}
+    data["cells"][0]["source"] = ["# no badge here, and /home/me/data.csv"]
+    path.write_text(json.dumps(data))
+    problems = " | ".join(nb.hygiene_problems(path, root=tmp_path))
+    for expected in ("outputs", "execution counts", "widget state", "Colab badge", "absolute path"):
+        assert expected in problems
+    assert nb.clear_outputs(path)
+    assert not any("outputs" in p or "counts" in p or "widget" in p for p in nb.hygiene_problems(path, root=tmp_path))
+    assert not list((nb.ROOT / "notebooks").glob("dirty-test*"))
 
 
 def test_readme_badges_and_links_point_to_real_notebooks():
