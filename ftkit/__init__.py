@@ -16,33 +16,52 @@ One flat module per concern; everything a notebook needs is importable from here
     plots     - loss curves, schedules, bar charts (ax=None in, Axes out)
     doctor    - check the machine, each problem with its fix
     notebooks - Colab badges, install cells, notebook hygiene
+
+Importing ftkit imports none of them: each public name is imported from its module on first use (`ftkit.load_model`
+imports models, hence torch and transformers), so `python -m ftkit doctor` starts fast and still reports on a broken
+install.
 """
 
-from .compare import compare_methods, comparison_table
-from . import checks, colab
-from .data import (FIELDS, augment, format_answer, load_course_dataset, load_user_dataset, parse_answer,
-                   profile_dataset, score, score_text)
-from .claims import verdict
-from .doctor import TESTED_VERSIONS, doctor
-from .hparams import METHODS, Hyperparameters, default_hyperparameters
-from .lora import LoRALinear, add_lora, copy_to_peft, lora_param_count, time_forward
-from .memory import (GPUS, KNOWN_CONFIGS, MemoryBreakdown, estimate_memory, fit_table, fits_on, human_bytes,
-                     load_config, measure_memory)
-from .models import KNOWN_MODELS, cache_dir, count_parameters, free_memory, load_model, load_tokenizer
-from .plots import plot_bars, plot_losses, plot_lr, plot_stacked
-from .profiles import PROFILES, Profile, get_profile
-from .quant import (absmax_dequantize, absmax_quantize, bnb_nf4_roundtrip, compare_with_bnb, double_quant_bits,
-                    nf4_dequantize, nf4_levels, nf4_quantize, reconstruction_error)
-from .train import Result, build_trainer, evaluate_task, generate_answers, run_experiment
+import importlib
 
-__all__ = [
-    "LoRALinear", "add_lora", "copy_to_peft", "lora_param_count", "time_forward", "absmax_dequantize",
-    "absmax_quantize", "bnb_nf4_roundtrip", "compare_with_bnb", "double_quant_bits", "nf4_dequantize", "nf4_levels",
-    "nf4_quantize", "reconstruction_error", "checks", "colab", "load_user_dataset", "score_text",
-    "GPUS", "KNOWN_CONFIGS", "MemoryBreakdown", "estimate_memory", "fit_table", "fits_on", "load_config",
-    "measure_memory", "FIELDS", "KNOWN_MODELS", "METHODS", "PROFILES", "TESTED_VERSIONS", "Profile", "Result", "augment",
-    "cache_dir", "free_memory", "compare_methods", "comparison_table", "count_parameters", "doctor", "evaluate_task",
-    "format_answer", "human_bytes", "generate_answers", "get_profile", "load_course_dataset", "profile_dataset", "load_model",
-    "load_tokenizer", "parse_answer", "plot_bars", "plot_losses", "plot_lr", "plot_stacked", "run_experiment",
-    "score", "Hyperparameters", "default_hyperparameters", "build_trainer", "verdict",
-]
+from .doctor import doctor as doctor  # light (no torch): eager, so the function, not its module, is ftkit.doctor
+
+# Each public name and the module that defines it. `ftkit.<name>` imports the module on first use.
+_EXPORTS = {
+    "checks": ["checks"],
+    "claims": ["verdict"],
+    "colab": ["colab"],
+    "compare": ["compare_methods", "comparison_table"],
+    "data": ["FIELDS", "augment", "format_answer", "load_course_dataset", "load_user_dataset", "parse_answer",
+             "profile_dataset", "score", "score_text"],
+    "doctor": ["TESTED_VERSIONS"],
+    "hparams": ["METHODS", "Hyperparameters", "default_hyperparameters"],
+    "lora": ["LoRALinear", "add_lora", "copy_to_peft", "lora_param_count", "time_forward"],
+    "memory": ["GPUS", "KNOWN_CONFIGS", "MemoryBreakdown", "estimate_memory", "fit_table", "fits_on", "human_bytes",
+               "load_config", "measure_memory"],
+    "models": ["KNOWN_MODELS", "cache_dir", "count_parameters", "free_memory", "load_model", "load_tokenizer"],
+    "plots": ["plot_bars", "plot_losses", "plot_lr", "plot_stacked"],
+    "profiles": ["PROFILES", "Profile", "get_profile"],
+    "quant": ["absmax_dequantize", "absmax_quantize", "bnb_nf4_roundtrip", "compare_with_bnb", "double_quant_bits",
+              "nf4_dequantize", "nf4_levels", "nf4_quantize", "reconstruction_error"],
+    "train": ["Result", "build_trainer", "evaluate_task", "generate_answers", "run_experiment"],
+}
+_SUBMODULES = ("checks", "colab")  # public as namespaces: ftkit.checks.check_number, ftkit.colab.plan_memory
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted([*_MODULE_OF, "doctor"])
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first use (PEP 562); submodules such as ftkit.colab likewise."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ftkit' has no attribute {name!r}")
+    value = importlib.import_module(f".{module}", __name__)
+    if name not in _SUBMODULES:
+        value = getattr(value, name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -10,8 +10,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from importlib import metadata
-
-import torch
+from importlib.util import find_spec
 
 # The versions this course was tested with (CI installs exactly these; constraints.txt agrees, a test checks it).
 TESTED_VERSIONS = {
@@ -55,6 +54,8 @@ def version_of(package: str) -> str | None:
 
 def measured_with() -> dict:
     """The versions that decide a measurement, for the results JSON of scripts/ (None: not installed)."""
+    import torch
+
     packages = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
     return {"python": platform.python_version(), "cuda": torch.version.cuda, **{p: version_of(p) for p in packages}}
 
@@ -65,7 +66,13 @@ def in_colab() -> bool:
 
 
 def device_checks() -> list[Check]:
-    """GPU or CPU, compute capability, real bf16, GPU memory."""
+    """GPU or CPU, compute capability, real bf16, GPU memory (one line with its fix when torch cannot be imported)."""
+    try:
+        import torch
+    except ImportError as err:
+        return [Check("device", f"unknown: torch does not import ({err})", False,
+                      f"pip install torch=={TESTED_VERSIONS['torch']} (on Colab: Runtime > Restart session; Colab "
+                      "ships its own torch)")]
     if not torch.cuda.is_available():
         from .profiles import cpu_has_bf16
 
@@ -88,13 +95,16 @@ def device_checks() -> list[Check]:
 
 def host_checks() -> list[Check]:
     """RAM and free disk where the cache lives."""
-    import psutil
-
     from .models import cache_dir
 
-    ram = psutil.virtual_memory().available / 2**30
-    checks = [Check("RAM available", f"{ram:.1f} GiB", ram >= MIN_RAM_GB,
-                    f"Close other programs: the course needs about {MIN_RAM_GB} GiB free.")]
+    try:
+        import psutil
+
+        ram = psutil.virtual_memory().available / 2**30
+        checks = [Check("RAM available", f"{ram:.1f} GiB", ram >= MIN_RAM_GB,
+                        f"Close other programs: the course needs about {MIN_RAM_GB} GiB free.")]
+    except ImportError:
+        checks = [Check("RAM available", "unknown: psutil is missing", False, "pip install psutil")]
     try:
         path = cache_dir()
         disk = shutil.disk_usage(path).free / 2**30
@@ -108,12 +118,20 @@ def host_checks() -> list[Check]:
     return checks
 
 
+def importable(module: str) -> bool:
+    """True when Python can find a module (without importing it): False when it is missing or hidden."""
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def version_checks() -> list[Check]:
-    """Installed versions against the tested ones."""
+    """Installed versions against the tested ones; a package that is not importable is missing, whatever pip says."""
     checks = []
     for package, tested in TESTED_VERSIONS.items():
         installed = version_of(package)
-        if installed is None:
+        if installed is None or not importable(package):
             checks.append(Check(package, "missing", False, f"pip install {package}=={tested}"))
             continue
         base = installed.split("+")[0]

