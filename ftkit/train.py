@@ -60,6 +60,11 @@ class Result:
     def save_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.as_dict(), indent=1))
 
+    @classmethod
+    def load_json(cls, path: str | Path) -> Result:
+        """A Result saved with save_json (without its model)."""
+        return cls(**json.loads(Path(path).read_text()))
+
 
 class PeakMemory:
     """Peak memory during a block: CUDA max allocated on a GPU, else growth of the process RSS (sampled every 20 ms)."""

@@ -147,3 +147,48 @@ def test_trainer_loss_is_cross_entropy_on_the_answer_only(tiny_data, tmp_path):
                                                    batch["input_ids"][:, 1:].flatten())
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
     assert abs(by_hand.item() - everything.item()) > 1e-3  # so the check above could fail
+
+
+def test_result_json_round_trip(lora_result, tmp_path):
+    path = tmp_path / "result.json"
+    lora_result.save_json(path)
+    loaded = ftkit.Result.load_json(path)
+    assert loaded.as_dict() == json.loads(json.dumps(lora_result.as_dict()))
+    assert loaded.losses("eval_loss") == lora_result.losses("eval_loss") and loaded.trained_model is None
+    assert ftkit.Hyperparameters(**loaded.hyperparameters).alpha == lora_result.hyperparameters["lora_alpha"]
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_data):
+    """Left padding: each prompt of a batch continues from its own last token, as if generated alone."""
+    model, tokenizer = ftkit.load_model("tiny-random", "full")
+    conversations = [row["messages"][:-1] for row in tiny_data["test"].select(range(4))]
+    lengths = {len(tokenizer(tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False),
+                             add_special_tokens=False)["input_ids"]) for c in conversations}
+    assert len(lengths) > 1  # the batch really is padded
+    batched = ftkit.generate_answers(model, tokenizer, conversations, batch_size=4, max_new_tokens=12, progress=False)
+    alone = [ftkit.generate_answers(model, tokenizer, [c], batch_size=1, max_new_tokens=12, progress=False)[0]
+             for c in conversations]
+    assert batched == alone
+
+
+class FakeState:
+    def __init__(self, seen, log):
+        self.num_input_tokens_seen, self.log_history = seen, log
+
+
+class FakeTrainer:
+    def __init__(self, seen, log):
+        self.state = FakeState(seen, log)
+
+
+def test_tokens_per_second_after_a_resume_counts_only_this_calls_work(tmp_path):
+    from ftkit.train import _eval_seconds, _trained_tokens
+
+    checkpoint = tmp_path / "checkpoint-4"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"num_input_tokens_seen": 600}))
+    log = [{"step": 2, "eval_runtime": 5.0}, {"step": 4, "eval_runtime": 7.0}, {"step": 6, "eval_runtime": 3.0}]
+    trainer = FakeTrainer(1000, log)
+    assert _trained_tokens(trainer, None) == 1000 and _eval_seconds(trainer, None) == 15.0
+    assert _trained_tokens(trainer, str(checkpoint)) == 400  # the 600 tokens before the checkpoint are not this call's
+    assert _eval_seconds(trainer, str(checkpoint)) == 3.0  # nor the evaluations before it
