@@ -11,6 +11,7 @@ One flat module per concern; everything a notebook needs is importable from here
     lora      - LoRA from scratch, checked against peft
     quant     - int4 / NF4 from scratch, checked against bitsandbytes
     compare   - the three methods side by side (the course's main job)
+    sweep     - one hyperparameter at a time: sweeps, the explorer widget, chapter 2's verdicts
     checks    - exercise checks that say what is wrong
     colab     - the capstone's recipe, memory plan, Drive checkpoints, live loss plot, adapter keeping
     plots     - loss curves, schedules, bar charts (ax=None in, Axes out)
@@ -25,13 +26,14 @@ install.
 import importlib
 
 from .doctor import doctor as doctor  # light (no torch): eager, so the function, not its module, is ftkit.doctor
+from .sweep import sweep as sweep  # light at import, eager for the same reason: ftkit.sweep is the function
 
 # Each public name and the module that defines it. `ftkit.<name>` imports the module on first use.
 _EXPORTS = {
     "checks": ["checks"],
     "claims": ["verdict"],
     "colab": ["colab"],
-    "compare": ["compare_methods", "comparison_table"],
+    "compare": ["compare_methods", "comparison_table", "measure_step"],
     "data": ["FIELDS", "augment", "format_answer", "load_course_dataset", "load_user_dataset", "parse_answer",
              "profile_dataset", "score", "score_text"],
     "doctor": ["TESTED_VERSIONS"],
@@ -44,11 +46,14 @@ _EXPORTS = {
     "profiles": ["PROFILES", "Profile", "get_profile"],
     "quant": ["absmax_dequantize", "absmax_quantize", "bnb_nf4_roundtrip", "compare_with_bnb", "double_quant_bits",
               "nf4_dequantize", "nf4_levels", "nf4_quantize", "reconstruction_error"],
+    "sweep": ["SweepResult", "accumulation_check", "alpha_verdicts", "batch_verdicts", "course_batch", "diagnose_rates",
+              "epoch_verdicts", "explore", "flat_trainable", "gradient_noise", "lr_verdicts", "rank_verdicts",
+              "rise_share", "warmup_verdicts"],
     "train": ["Result", "build_trainer", "evaluate_task", "generate_answers", "run_experiment"],
 }
 _SUBMODULES = ("checks", "colab")  # public as namespaces: ftkit.checks.check_number, ftkit.colab.plan_memory
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted([*_MODULE_OF, "doctor"])
+__all__ = sorted([*_MODULE_OF, "doctor", "sweep"])
 
 
 def __getattr__(name: str):
