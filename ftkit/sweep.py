@@ -538,8 +538,8 @@ def epoch_verdicts(val_by_epoch: dict) -> dict[str, str]:
         f"{es[-1]:g}")}
     out["2.epochs-typical"] = verdict(
         "2.epochs-typical", 1 <= best <= 3,
-        f"the best epoch here is {best:g} on {'' if best <= 3 else 'a tiny training set; '}the text's 1-3 is for "
-        "datasets of thousands of examples, where one epoch is already many steps")
+        f"the best epoch here is {best:g}" + ("" if best <= 3 else " on a small training set") + "; the text's 1-3 "
+        "is for datasets of thousands of examples, where one epoch is already many steps")
     return out
 
 
