@@ -423,7 +423,7 @@ def lr_verdicts(start: dict, finals: dict, train_losses: dict, grad_norms: dict)
                   for m in diag))
     stuck = {}
     for m in diag:
-        for r in low[m]:
+        for r in low[m][:1]:  # the lowest too-low rate of each method: the clearest case
             g = grad_norms[m][r]
             curve = train_losses[m][r]
             stuck[m, r] = (g[-1] < 0.2 * g[0], g[-1] / g[0], curve[0] - curve[-1])
@@ -479,7 +479,9 @@ def batch_verdicts(noise: dict, memory: dict, accumulation: dict) -> dict[str, s
 
 
 def _mb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
+    from .memory import human_bytes
+
+    return human_bytes(n)
 
 
 def rank_verdicts(params: dict, formula: dict, memory: dict, val_loss: dict, targets: dict) -> dict[str, str]:
