@@ -46,7 +46,7 @@ _EXPORTS = {
     "profiles": ["PROFILES", "Profile", "get_profile"],
     "quant": ["absmax_dequantize", "absmax_quantize", "bnb_nf4_roundtrip", "compare_with_bnb", "double_quant_bits",
               "nf4_dequantize", "nf4_levels", "nf4_quantize", "reconstruction_error"],
-    "sweep": ["SweepResult", "accumulation_check", "alpha_verdicts", "batch_verdicts", "course_batch", "diagnose_rates",
+    "sweep": ["SweepResult", "accumulation_check", "alpha_verdicts", "baseline_loss", "batch_verdicts", "course_batch", "diagnose_rates",
               "epoch_verdicts", "explore", "flat_trainable", "gradient_noise", "lr_verdicts", "rank_verdicts",
               "rise_share", "warmup_verdicts"],
     "train": ["Result", "build_trainer", "evaluate_task", "generate_answers", "run_experiment"],
