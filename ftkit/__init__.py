@@ -7,6 +7,7 @@ One flat module per concern; everything a notebook needs is importable from here
     hparams   - Hyperparameters: the training settings as one object, defaults per profile and method
     train     - run_experiment: train with TRL's SFTTrainer and measure everything
     claims    - the claims the course tests (CLAIMS.md) and verdict(): "as the theory says" / "differs here"
+    configs   - model configs: known config.json values, config_for(name), the shape that decides memory
     memory    - training memory, measured exactly and estimated from a config; which GPU fits
     lora      - LoRA from scratch, checked against peft
     quant     - int4 / NF4 from scratch, checked against bitsandbytes
@@ -33,23 +34,27 @@ _EXPORTS = {
     "checks": ["checks"],
     "claims": ["verdict"],
     "colab": ["colab"],
-    "compare": ["compare_methods", "comparison_table", "measure_step"],
-    "data": ["FIELDS", "augment", "format_answer", "load_course_dataset", "load_user_dataset", "parse_answer",
-             "profile_dataset", "score", "score_text"],
+    "compare": ["compare_methods", "comparison_table", "plot_comparison", "table_verdicts", "theory_table"],
+    "configs": ["KNOWN_CONFIGS", "LINEAR_NAMES", "ModelShape", "config_for", "config_name", "model_shape"],
+    "data": ["FIELDS", "augment", "course_batch", "format_answer", "load_course_dataset", "load_user_dataset",
+             "parse_answer", "profile_dataset", "score", "score_text"],
     "doctor": ["TESTED_VERSIONS"],
     "hparams": ["METHODS", "Hyperparameters", "default_hyperparameters"],
     "lora": ["LoRALinear", "add_lora", "copy_to_peft", "lora_param_count", "time_forward"],
-    "memory": ["GPUS", "KNOWN_CONFIGS", "MemoryBreakdown", "estimate_memory", "fit_table", "fits_on", "human_bytes",
-               "load_config", "measure_memory"],
-    "models": ["KNOWN_MODELS", "cache_dir", "count_parameters", "free_memory", "load_model", "load_tokenizer"],
+    "memory": ["GPUS", "MemoryBreakdown", "estimate_memory", "fit_table", "fits_on", "human_bytes", "lora_params",
+               "measure_memory", "measure_step", "quant_state_tensors", "random_batch", "random_model",
+               "weights_by_dtype"],
+    "models": ["KNOWN_MODELS", "autocast", "cache_dir", "count_parameters", "disable_bnb_cpu_repacking", "free_memory",
+               "load_base", "load_model", "load_tokenizer", "model_path", "nf4_config", "torch_dtype"],
     "plots": ["plot_bars", "plot_losses", "plot_lr", "plot_stacked"],
     "profiles": ["PROFILES", "Profile", "get_profile"],
     "quant": ["absmax_dequantize", "absmax_quantize", "bnb_nf4_roundtrip", "compare_with_bnb", "double_quant_bits",
-              "nf4_dequantize", "nf4_levels", "nf4_quantize", "reconstruction_error"],
-    "sweep": ["SweepResult", "accumulation_check", "alpha_verdicts", "baseline_loss", "batch_verdicts", "course_batch", "diagnose_rates",
-              "epoch_verdicts", "explore", "flat_trainable", "gradient_noise", "lr_verdicts", "rank_verdicts",
-              "rise_share", "warmup_verdicts"],
-    "train": ["Result", "build_trainer", "evaluate_task", "generate_answers", "run_experiment"],
+              "nf4_dequantize", "nf4_levels", "nf4_quantize", "reconstruction_error", "uniform_levels"],
+    "sweep": ["SweepResult", "accumulation_check", "alpha_verdicts", "answer_batch", "baseline_loss", "batch_verdicts",
+              "diagnose_rates", "epoch_verdicts", "explore", "flat_trainable", "gradient_noise", "lr_verdicts",
+              "rank_verdicts", "rise_share", "warmup_verdicts"],
+    "train": ["Result", "build_trainer", "dir_bytes", "eval_loss", "evaluate_task", "generate_answers", "history_of",
+              "run_experiment"],
 }
 _SUBMODULES = ("checks", "colab")  # public as namespaces: ftkit.checks.check_number, ftkit.colab.plan_memory
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

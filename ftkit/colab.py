@@ -14,8 +14,10 @@ from transformers import TrainerCallback
 
 from .doctor import in_colab
 from .hparams import Hyperparameters, default_hyperparameters
-from .memory import GB, GPUS, KNOWN_CONFIGS, estimate_memory, estimate_peak, load_config, model_shape
-from .models import load_base, model_path, tiny_model_dir, torch_dtype
+from .configs import config_for, model_shape
+from .memory import GB, GPUS, estimate_memory, estimate_peak
+from .models import autocast, load_base, model_path
+from .train import history_of
 
 T4_GIB = GPUS["T4 16 GB"]  # what torch can use on Colab's T4 (FINDINGS §6: about 14.5-14.75 GiB)
 DRIVE = Path("/content/drive")
@@ -47,16 +49,6 @@ def capstone_recipe(profile) -> Hyperparameters:
 # --- plan before loading ------------------------------------------------------------------------
 
 
-def config_name(model: str) -> str:
-    """The KNOWN_CONFIGS entry (or local folder) describing a model name: instruct models share the base's shape."""
-    if model == "smollm2-135m":
-        return "HuggingFaceTB/SmolLM2-135M"
-    if model == "tiny-random":
-        return str(tiny_model_dir())
-    base = model.removesuffix("-Instruct")
-    return base if base in KNOWN_CONFIGS else model
-
-
 def memory_budget(gpu_gib: float | None = None) -> tuple[int, str]:
     """Bytes training may use and what they are: the given GPU size, the visible GPU, or the available RAM."""
     if gpu_gib is not None:
@@ -73,7 +65,7 @@ def memory_budget(gpu_gib: float | None = None) -> tuple[int, str]:
 def estimate_peak_bytes(model: str, hp: Hyperparameters, profile) -> dict:
     """Estimated QLoRA training memory (bytes) of a model name with hp at the profile's precision and sequence length:
     the four buckets and the step's peak."""
-    config = load_config(config_name(model))
+    config = config_for(model)
     seq, batch = profile.max_seq_len, hp.batch_size
     est = estimate_memory(config, "qlora", seq_len=seq, batch_size=batch, precision=profile.precision,
                           optimizer=hp.optim, gradient_checkpointing=hp.gradient_checkpointing, lora_r=hp.lora_r,
@@ -153,7 +145,8 @@ def _in_notebook() -> bool:
 
 
 class LiveLoss(TrainerCallback):
-    """Redraws train and validation loss every `every` steps with elapsed and remaining time (notebooks only)."""
+    """Redraws train and validation loss every `every` steps with elapsed and remaining time (notebooks only).
+    Reads the Trainer's log through ftkit.train.history_of, as Result.history does (a resumed run included)."""
 
     def __init__(self, every: int = 5, show: bool | None = None):
         self.every, self.show = every, _in_notebook() if show is None else show
@@ -161,15 +154,9 @@ class LiveLoss(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start, self.first_step = time.perf_counter(), state.global_step
-        self.train = [(h["step"], h["loss"]) for h in state.log_history if "loss" in h]
-        self.eval = [(h["step"], h["eval_loss"]) for h in state.log_history if "eval_loss" in h]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if "loss" in logs:
-            self.train.append((state.global_step, logs["loss"]))
-        if "eval_loss" in logs:
-            self.eval.append((state.global_step, logs["eval_loss"]))
+        if "eval_loss" in (logs or {}):
             self.draw(state)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -180,7 +167,10 @@ class LiveLoss(TrainerCallback):
         self.draw(state)
 
     def draw(self, state) -> None:
-        """Update the status line and, in a notebook, the plot in place."""
+        """Update the curves and the status line and, in a notebook, the plot in place."""
+        history = history_of(state.log_history)
+        self.train = [(h["step"], h["train_loss"]) for h in history if "train_loss" in h]
+        self.eval = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
         elapsed = time.perf_counter() - self.start
         done = max(1, state.global_step - self.first_step)
         remaining = elapsed / done * max(0, state.max_steps - state.global_step)
@@ -227,7 +217,7 @@ def prompt_logits(model, tokenizer, conversations: list[list[dict]], precision: 
     for conversation in conversations:
         text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
-        with torch.autocast(device.type, dtype=torch_dtype(precision), enabled=precision != "fp32"):
+        with autocast(precision, device.type):
             out.append(model(input_ids=ids).logits.float().cpu())
     model.train(was_training)
     return out
@@ -246,7 +236,7 @@ def merge_adapter(model: str, adapter_dir, out_dir, *, dtype: torch.dtype = torc
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    need = model_shape(load_config(config_name(model))).num_params() * 2 * 1.2  # weights + merge temporaries
+    need = model_shape(model).num_params() * 2 * 1.2  # weights + merge temporaries
     available = psutil.virtual_memory().available
     if need > available:
         return None, (f"skipped: a 16-bit copy of {model} needs ~{need / GB:.1f} GiB of RAM and this runtime has "

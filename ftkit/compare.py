@@ -12,20 +12,17 @@ Used in notebooks/01_methods/03_three_methods_side_by_side.ipynb and as `python 
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
-
-from .data import profile_dataset
-from .memory import MemoryBreakdown, fit_table, human_bytes, measure_memory, weights_by_dtype
-from .models import free_memory, load_model, torch_dtype
-from .profiles import Profile, get_profile
 from .claims import verdict
-from .hparams import DEFAULT_LEARNING_RATE, default_hyperparameters
-from .train import Result, build_trainer, evaluate_task, run_experiment
+from .data import course_batch, profile_dataset
+from .hparams import DEFAULT_LEARNING_RATE
+from .memory import MemoryBreakdown, fit_table, human_bytes, measure_step, weights_by_dtype
+from .models import free_memory, load_model
+from .profiles import Profile, get_profile
+from .train import Result, eval_loss, evaluate_task, run_experiment
 
 CPU_STEPS = 12  # `python -m ftkit compare` on a CPU: 3 methods x 12 steps + scoring; 20 took ~10 min on 2 busy cores
 THEORY_ROWS = ("Mechanism", "VRAM Usage", "Training Speed", "Storage", "Use Case")
@@ -51,31 +48,6 @@ class Comparison:
 def default_steps(profile: Profile) -> int:
     """Steps per method for `python -m ftkit compare`: the profile's, but at most CPU_STEPS on a CPU."""
     return min(profile.max_steps, CPU_STEPS) if profile.device == "cpu" else profile.max_steps
-
-
-def course_batch(tokenizer, rows, max_len: int) -> dict:
-    """One padded batch of whole course conversations (labels = input ids, padding masked with -100)."""
-    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_len,
-                    add_special_tokens=False)
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
-
-
-def measure_step(model, batch: dict, profile: Profile, optimizer: str = "adamw_torch") -> MemoryBreakdown:
-    """measure_memory on one batch, under the autocast training uses (bf16 on this CPU: fp32 master weights)."""
-    autocast = profile.precision in ("bf16", "fp16")
-    dtype = torch_dtype(profile.precision) if autocast else torch.float32
-    with torch.autocast(profile.device, dtype=dtype, enabled=autocast):
-        return measure_memory(model, batch, optimizer=optimizer)
-
-
-def eval_loss(model, tokenizer, data, profile: Profile) -> float:
-    """Validation loss of a model exactly as run_experiment's trainer computes it (loss on the answer only)."""
-    with tempfile.TemporaryDirectory(prefix="ftkit-eval-") as tmp:
-        trainer = build_trainer(model, tokenizer, data, default_hyperparameters("lora", profile), profile=profile,
-                                output_dir=tmp, progress=False)
-        return trainer.evaluate()["eval_loss"]
 
 
 def compare_methods(profile: Profile | None = None, *, model: str | None = None, steps: int | None = None,
@@ -155,7 +127,7 @@ def _x(a: float, b: float) -> str:
     return f"×{a / b:.2f}" if b else "×inf"
 
 
-def verdicts(f: dict) -> dict[str, str]:
+def table_verdicts(f: dict) -> dict[str, str]:
     """One verdict per theory row, chosen from the measured numbers (never a fixed answer)."""
     full, lora, qlora = f["full"], f["lora"], f["qlora"]
     cpu = f["device"] == "cpu"
@@ -287,7 +259,7 @@ def _cells(f: dict, method: str) -> dict[str, str]:
 def theory_table(comp: Comparison) -> str:
     """theory.md's table, section 1, with this run's numbers in every cell and a verdict per row."""
     f = facts(comp)
-    cells, said = {m: _cells(f, m) for m in ("full", "lora", "qlora")}, verdicts(f)
+    cells, said = {m: _cells(f, m) for m in ("full", "lora", "qlora")}, table_verdicts(f)
     lines = ["| Feature | Full Fine-tuning | LoRA | QLoRA | Verdict |", "| :--- | :--- | :--- | :--- | :--- |"]
     lines += [f"| **{row}** | {cells['full'][row]} | {cells['lora'][row]} | {cells['qlora'][row]} | {said[row]} |"
               for row in THEORY_ROWS]

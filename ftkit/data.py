@@ -415,3 +415,13 @@ def score_text(predictions: list[str], references: list[str]) -> dict:
         raise ValueError(f"got {len(predictions)} predictions for {len(references)} references: pass one each")
     exact = sum(p.strip() == r.strip() for p, r in zip(predictions, references, strict=True))
     return {"exact_match": exact / len(predictions), "n": len(predictions)}
+
+
+def course_batch(tokenizer, rows, max_len: int) -> dict:
+    """One padded batch of whole course conversations (labels = input ids, padding masked with -100).
+    Used by ftkit.compare and notebooks/01_methods/03_three_methods_side_by_side.ipynb to measure one step."""
+    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_len,
+                    add_special_tokens=False)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}

@@ -19,7 +19,8 @@ import time
 import torch
 from torch import nn
 
-LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from .configs import LINEAR_NAMES
+
 
 
 class LoRALinear(nn.Module):
@@ -68,7 +69,7 @@ def lora_param_count(d_in: int, d_out: int, r: int) -> int:
     return r * (d_in + d_out)
 
 
-def add_lora(model: nn.Module, r: int, alpha: float, target_modules=LLAMA_LINEARS, dropout: float = 0.0
+def add_lora(model: nn.Module, r: int, alpha: float, target_modules=LINEAR_NAMES, dropout: float = 0.0
              ) -> nn.Module:
     """Freeze every parameter, then wrap each targeted nn.Linear in a LoRALinear (in place; returns model).
     Used in notebooks/01_methods/01_lora_from_scratch.ipynb."""

@@ -14,22 +14,18 @@ Four buckets, in bytes:
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
-from .hparams import METHODS
-from .models import disable_bnb_cpu_repacking, lora_config, nf4_config, torch_dtype
+from .configs import KNOWN_CONFIGS, LINEAR_NAMES, ModelShape, config_for, model_shape
+from .hparams import METHODS, check_method
+from .models import autocast, load_base, lora_config, torch_dtype
 
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")  # the Trainer's `optim` names
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-
-# The linear layers of a Llama-style decoder layer (what peft's "all-linear" targets; lm_head excluded).
-LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 GB = 1024**3
 MB = 1024**2
@@ -137,6 +133,13 @@ def make_optimizer(params, name: str = "adamw_torch", lr: float = 1e-4):
     raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
+def measure_step(model, batch: dict, profile, optimizer: str = "adamw_torch") -> MemoryBreakdown:
+    """measure_memory on one batch, under the autocast training uses (bf16 on this CPU: fp32 master weights).
+    Used by ftkit.compare and notebooks/01_methods/03_three_methods_side_by_side.ipynb."""
+    with autocast(profile.precision, profile.device):
+        return measure_memory(model, batch, optimizer=optimizer)
+
+
 def _storage_key(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
@@ -192,133 +195,6 @@ def measure_memory(model, batch: dict, optimizer="adamw_torch", lr: float = 1e-4
                 state_bytes += tensor_bytes(v)
     return MemoryBreakdown(weights=param_bytes(model), gradients=grads, optimizer=state_bytes,
                            activations=sum(saved.values()), peak_gpu=peak)
-
-
-# ---------------------------------------------------------------------------------------------
-# Configs
-# ---------------------------------------------------------------------------------------------
-
-# Public config.json values, copied from each model's config.json on the Hugging Face Hub
-# (https://huggingface.co/<id>/blob/main/config.json). Keys are the Hub ids.
-KNOWN_CONFIGS: dict[str, dict] = {
-    "HuggingFaceTB/SmolLM2-135M": dict(  # 134.5M params
-        model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-        num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True, max_position_embeddings=8192),
-    "Qwen/Qwen2.5-0.5B": dict(  # 0.49B
-        model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-        num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=32768),
-    "Qwen/Qwen2.5-1.5B": dict(  # 1.54B
-        model_type="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-        num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=131072),
-    "Qwen/Qwen2.5-7B": dict(  # 7.62B
-        model_type="qwen2", vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-        num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False, max_position_embeddings=131072),
-    "mistralai/Mistral-7B-v0.1": dict(  # 7.24B
-        model_type="mistral", vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False, max_position_embeddings=32768),
-    "meta-llama/Llama-2-7b-hf": dict(  # 6.74B
-        model_type="llama", vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=32, tie_word_embeddings=False, max_position_embeddings=4096),
-    "meta-llama/Llama-2-13b-hf": dict(  # 13.0B
-        model_type="llama", vocab_size=32000, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
-        num_attention_heads=40, num_key_value_heads=40, tie_word_embeddings=False, max_position_embeddings=4096),
-    "meta-llama/Llama-2-70b-hf": dict(  # 69.0B
-        model_type="llama", vocab_size=32000, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
-        num_attention_heads=64, num_key_value_heads=8, tie_word_embeddings=False, max_position_embeddings=4096),
-    "meta-llama/Meta-Llama-3-70B": dict(  # 70.6B
-        model_type="llama", vocab_size=128256, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
-        num_attention_heads=64, num_key_value_heads=8, tie_word_embeddings=False, max_position_embeddings=8192),
-}
-
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-
-
-def load_config(name_or_path):
-    """A transformers config from KNOWN_CONFIGS (id or short name), a local folder/config.json, or the Hub."""
-    from transformers import AutoConfig
-
-    if not isinstance(name_or_path, (str, Path)):
-        return name_or_path  # already a config
-    name = str(name_or_path)
-    for key, values in KNOWN_CONFIGS.items():
-        if name in (key, key.split("/")[-1]):
-            values = dict(values)
-            return AutoConfig.for_model(values.pop("model_type"), **values)
-    path = Path(name)
-    if path.is_file():
-        values = json.loads(path.read_text())
-        return AutoConfig.for_model(values.pop("model_type"), **values)
-    if path.is_dir():
-        return AutoConfig.from_pretrained(path)
-    try:
-        return AutoConfig.from_pretrained(name)
-    except OSError as err:
-        raise OSError(
-            f"could not load config {name!r}: not in KNOWN_CONFIGS, not a local folder or config.json, "
-            f"and the Hugging Face Hub is not reachable (offline?). Known: {list(KNOWN_CONFIGS)}"
-        ) from err
-
-
-@dataclass
-class ModelShape:
-    """The numbers of a Llama-style decoder that decide its memory."""
-
-    vocab: int
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    tied: bool
-    qkv_bias: bool = False  # Qwen2 has biases on q, k, v
-    qk_norm: bool = False  # Qwen3 normalises q and k per head
-
-    def linears(self) -> dict[str, tuple[int, int]]:
-        """(in_features, out_features) of each linear layer in one decoder layer."""
-        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        return {"q_proj": (self.hidden, q), "k_proj": (self.hidden, kv), "v_proj": (self.hidden, kv),
-                "o_proj": (q, self.hidden), "gate_proj": (self.hidden, self.intermediate),
-                "up_proj": (self.hidden, self.intermediate), "down_proj": (self.intermediate, self.hidden)}
-
-    def linear_params(self) -> int:
-        """Weights in all decoder linear layers (the ones QLoRA quantizes), all layers."""
-        return self.layers * sum(i * o for i, o in self.linears().values())
-
-    def other_params(self) -> int:
-        """Embeddings, lm_head (if untied), norms and biases: the weights that stay in 16/32 bit."""
-        per_layer = 2 * self.hidden  # input_layernorm, post_attention_layernorm
-        if self.qkv_bias:
-            per_layer += (self.heads + 2 * self.kv_heads) * self.head_dim
-        if self.qk_norm:
-            per_layer += 2 * self.head_dim
-        embed = self.vocab * self.hidden * (1 if self.tied else 2)
-        return embed + self.layers * per_layer + self.hidden  # + final norm
-
-    def num_params(self) -> int:
-        """Total parameter count, as model.num_parameters() reports it (tied weights once)."""
-        return self.linear_params() + self.other_params()
-
-
-def model_shape(config) -> ModelShape:
-    """ModelShape from a transformers config, a dict of config.json values, or a name for load_config."""
-    if isinstance(config, dict):
-        values = config
-    else:
-        values = load_config(config).to_dict()
-    model_type = values.get("model_type", "llama")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(f"model_type {model_type!r} not supported; choose one of {SUPPORTED_MODEL_TYPES}")
-    heads = values["num_attention_heads"]
-    return ModelShape(
-        vocab=values["vocab_size"], hidden=values["hidden_size"], intermediate=values["intermediate_size"],
-        layers=values["num_hidden_layers"], heads=heads,
-        kv_heads=values.get("num_key_value_heads") or heads,
-        head_dim=values.get("head_dim") or values["hidden_size"] // heads,
-        tied=bool(values.get("tie_word_embeddings", False)),
-        qkv_bias=model_type == "qwen2" or bool(values.get("attention_bias", False)),
-        qk_norm=model_type == "qwen3",
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,8 +295,7 @@ def layer_activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_s
     - MLP: gate output, up output, silu output (3*T*i*p);
     - Qwen3 only: its per-head q/k RMSNorms save like the other norms, on q (T*q) and k (T*kv).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    check_method(method)
     T, s, p, a = batch_size * seq_len, seq_len, PRECISION_BYTES[precision], 4
     h, i, r = shape.hidden, shape.intermediate, lora_r
     linears = shape.linears()
@@ -488,8 +363,7 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
     mixed-precision Adam figure of the ZeRO paper; its activations are not calibrated (autocast
     also saves 16-bit copies of the weights).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    check_method(method)
     if precision not in PRECISION_BYTES:
         raise ValueError(f"unknown precision {precision!r}; choose one of {tuple(PRECISION_BYTES)}")
     if not (isinstance(seq_len, int) and seq_len > 0 and isinstance(batch_size, int) and batch_size > 0):
@@ -586,40 +460,24 @@ def fit_table(models=None, methods=METHODS, *, seq_len: int = 512, batch_size: i
 
 def random_model(config, method: str = "full", *, precision: str = "fp32", lora_r: int = 16,
                  target_modules="all-linear", double_quant: bool = True, device: str = "cpu", seed: int = 0):
-    """A random-initialised causal LM for `method`: full (all trainable), lora or qlora (peft adapters)."""
+    """A random-initialised causal LM of a config (see config_for) for `method`: full (all trainable, in
+    `precision`), lora or qlora (the base as ftkit.load_base prepares it for training, plus peft adapters)."""
     from transformers import AutoModelForCausalLM
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    config = load_config(config) if not isinstance(config, dict) else load_config_dict(config)
-    dtype = torch_dtype(precision)
+    check_method(method)
     torch.manual_seed(seed)
-    if method != "qlora":
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(device)
-    else:
-        bnb_config = nf4_config(precision, double_quant=double_quant)
+    model = AutoModelForCausalLM.from_config(config_for(config), dtype=torch_dtype(precision))
+    if method == "qlora":  # quantize the random weights exactly as a downloaded checkpoint would be
         with tempfile.TemporaryDirectory() as tmp:
-            AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(tmp)
-            model = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=bnb_config, dtype=dtype,
-                                                         device_map=device)
-        if device == "cpu":
-            disable_bnb_cpu_repacking(model)
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # as ftkit.load_model does
+            model.save_pretrained(tmp)
+            model = load_base(tmp, "qlora", precision=precision, device=device, double_quant=double_quant)
+    else:
+        model = model.to(device)
     if method in ("lora", "qlora"):
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config(lora_r, dropout=0.0, target_modules=target_modules))
     return model
-
-
-def load_config_dict(values: dict):
-    """A transformers config from a dict of config.json values (must include model_type)."""
-    from transformers import AutoConfig
-
-    values = dict(values)
-    return AutoConfig.for_model(values.pop("model_type", "llama"), **values)
 
 
 def random_batch(vocab_size: int, seq_len: int, batch_size: int, seed: int = 0) -> dict:

@@ -193,6 +193,15 @@ def torch_dtype(precision: str) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def autocast(precision: str, device: str = "cpu"):
+    """The autocast the Trainer's bf16=/fp16= flags put around each forward: on in bf16/fp16 (weights stay as they
+    are, matmuls run in that dtype), off in fp32. Used by measure_step, colab.prompt_logits and the T4 emulation."""
+    import torch
+
+    on = precision in ("bf16", "fp16")
+    return torch.autocast(device, dtype=torch_dtype(precision) if on else torch.float32, enabled=on)
+
+
 def require_bitsandbytes() -> None:
     """Raise a clear error when QLoRA is asked for and bitsandbytes is missing."""
     if importlib.util.find_spec("bitsandbytes") is None:
@@ -249,7 +258,7 @@ def load_tokenizer(name: str):
 
 
 def load_base(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
-              gradient_checkpointing: bool = False):
+              gradient_checkpointing: bool = False, double_quant: bool = True):
     """The base model as a method trains it, without adapters: fp32 for "full", `precision` for "lora", NF4
     (prepared for k-bit training, FINDINGS §3 workaround applied) for "qlora"."""
     import torch
@@ -265,7 +274,7 @@ def load_base(name: str, method: str = "lora", *, precision: str = "fp32", devic
     path = model_path(name)
     try:
         if method == "qlora":
-            model = AutoModelForCausalLM.from_pretrained(path, quantization_config=nf4_config(precision),
+            model = AutoModelForCausalLM.from_pretrained(path, quantization_config=nf4_config(precision, double_quant),
                                                          dtype=torch_dtype(precision),
                                                          device_map={"": 0} if device == "cuda" else "cpu")
             disable_bnb_cpu_repacking(model)

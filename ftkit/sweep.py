@@ -324,7 +324,7 @@ def _explorer_values(values: dict) -> dict:
 def gradient_noise(model, batches: dict[int, list[dict]], *, autocast_dtype=None) -> dict[int, dict]:
     """How much the gradient of the trainable weights varies from batch to batch, per batch size.
 
-    batches: {batch size: [batch, batch, ...]} (ftkit.course_batch dicts). For each size: the gradient g_i of each
+    batches: {batch size: [batch, batch, ...]} (ftkit.answer_batch dicts). For each size: the gradient g_i of each
     batch; noise = mean ||g_i - mean g||^2 / ||mean g||^2 (shrinks like 1/b for independent examples) and the mean
     pairwise cosine between the g_i (grows towards 1). Weights are not changed (no optimizer step)."""
     import torch
@@ -352,19 +352,17 @@ def gradient_noise(model, batches: dict[int, list[dict]], *, autocast_dtype=None
     return out
 
 
-def course_batch(tokenizer, rows, max_len: int = 128) -> dict:
-    """One padded batch of course conversations, loss on the assistant's answer only (as the trainer computes it)."""
-    prompts = [tokenizer.apply_chat_template(r["messages"][:-1], add_generation_prompt=True, tokenize=False)
-               for r in rows]
-    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows]
-    tokenizer.padding_side = "right"
-    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_len,
-                    add_special_tokens=False)
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-    for i, p in enumerate(prompts):
-        labels[i, :len(tokenizer(p, add_special_tokens=False)["input_ids"])] = -100
-    tokenizer.padding_side = "left"
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+def answer_batch(tokenizer, rows, max_len: int = 128) -> dict:
+    """ftkit.course_batch with the loss on the assistant's answer only (prompt tokens masked), as training computes it."""
+    from .data import course_batch
+
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    batch = course_batch(tokenizer, rows, max_len)
+    tokenizer.padding_side = side
+    for i, row in enumerate(rows):
+        prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=False)
+        batch["labels"][i, :len(tokenizer(prompt, add_special_tokens=False)["input_ids"])] = -100
+    return batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -572,10 +570,10 @@ def accumulation_match(losses_big: list[float], losses_acc: list[float], weights
 def baseline_loss(method: str = "lora", *, profile: Profile | None = None, data=None) -> float:
     """Validation loss of the untrained model as `method` loads it (LoRA's fresh adapters have B = 0: the same
     function), computed exactly as a training run's evaluation computes it."""
-    from .compare import eval_loss
     from .data import profile_dataset
     from .models import load_model
     from .profiles import get_profile
+    from .train import eval_loss
 
     profile = profile or get_profile()
     data = data if data is not None else profile_dataset(profile)

@@ -227,6 +227,14 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
     return result
 
 
+def eval_loss(model, tokenizer, data, profile: Profile) -> float:
+    """Validation loss of a model exactly as run_experiment's trainer computes it (loss on the answer only)."""
+    with tempfile.TemporaryDirectory(prefix="ftkit-eval-") as tmp:
+        trainer = build_trainer(model, tokenizer, data, default_hyperparameters("lora", profile), profile=profile,
+                                output_dir=tmp, progress=False)
+        return trainer.evaluate()["eval_loss"]
+
+
 def measure_run(trainer, result: Result, *, resume: bool = False) -> Result:
     """Train (resuming from the newest checkpoint in the trainer's output_dir when asked) and fill result with what
     was measured: history, wall time, tokens/s, peak memory, parameter counts."""

@@ -1,6 +1,6 @@
 """Check ftkit.memory's estimates against real training steps on a CUDA GPU.
 
-For each architecture (random-initialised from ftkit.memory.KNOWN_CONFIGS, no download) and each
+For each architecture (random-initialised from ftkit.KNOWN_CONFIGS, no download) and each
 method (full, lora, qlora) it runs two training steps in bf16 with fused AdamW, measures the four
 buckets on the second step (exact bytes, as on CPU) and torch.cuda.max_memory_allocated, compares
 them with estimate_memory / estimate_peak, prints a table and writes JSON. Exits 1 if any estimate

@@ -2,7 +2,7 @@
 
 What it emulates: memory capped at the T4's usable 14.75 GiB (torch.cuda.set_per_process_memory_fraction), fp16
 compute, no FlashAttention-2 (sdpa attention, transformers' default), the capstone's exact architecture
-(random-initialised from its public config in ftkit.memory.KNOWN_CONFIGS: values don't change bytes or FLOPs), saved
+(random-initialised from its public config in ftkit.KNOWN_CONFIGS: values don't change bytes or FLOPs), saved
 in fp16 once and loaded in NF4 through ftkit.load_model (the notebook's loading path), trained with exactly
 ftkit.colab.capstone_recipe's settings on full-length random token batches (the worst case of the course's batches).
 In the same run it measures the plain Hugging Face defaults (no gradient checkpointing, fp32 compute, torch AdamW) on
@@ -50,11 +50,9 @@ def save_random_checkpoint(config_name: str, folder: Path, device: str) -> None:
     from transformers import AutoModelForCausalLM
 
     import ftkit
-    from ftkit.memory import load_config
-
     torch.manual_seed(0)
     with torch.device(device):  # initialising 7B on the GPU takes seconds, on the CPU minutes
-        model = AutoModelForCausalLM.from_config(load_config(config_name), dtype=torch.float16)
+        model = AutoModelForCausalLM.from_config(ftkit.config_for(config_name), dtype=torch.float16)
     model.save_pretrained(folder)
     ftkit.load_tokenizer("tiny-random").save_pretrained(folder)  # load_model wants one; the ids are random anyway
     del model
@@ -81,7 +79,6 @@ def measure(folder: str, hp, profile, *, device: str, steps: int, vocab: int) ->
             model.train()
             trainable = [p for p in model.parameters() if p.requires_grad]
             optimizer = make_optimizer(trainable, hp.optim, hp.learning_rate)
-            autocast = precision in ("fp16", "bf16")  # what the Trainer's fp16=/bf16= flags do
             scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
             start = 0.0
             for step in range(steps + 2):
@@ -91,7 +88,7 @@ def measure(folder: str, hp, profile, *, device: str, steps: int, vocab: int) ->
                     start = time.perf_counter()
                 ids = random_batch(vocab, seq, batch, seed=step)
                 ids = {k: v.to(device) for k, v in ids.items()}
-                with torch.autocast(device, dtype=ftkit.models.torch_dtype(precision), enabled=autocast):
+                with ftkit.autocast(precision, device):  # what the Trainer's fp16=/bf16= flags do
                     loss = model(**ids).loss
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -119,7 +116,6 @@ def main(argv=None) -> int:
     import ftkit
     from ftkit import colab
     from ftkit.doctor import measured_with
-    from ftkit.memory import model_shape
 
     if not args.smoke and not torch.cuda.is_available():
         print("t4_emulation.py needs a CUDA GPU (it measures GPU memory and speed). "
@@ -139,8 +135,8 @@ def main(argv=None) -> int:
     default_profile = dataclasses.replace(profile, precision="fp32")
     recipe = {**hp.as_dict(), "precision": profile.precision, "max_seq_len": profile.max_seq_len}
     default = {**default_hp.as_dict(), "precision": default_profile.precision, "max_seq_len": profile.max_seq_len}
-    config_name = colab.config_name(model_name)
-    vocab = model_shape(config_name).vocab
+    config_name = ftkit.config_name(model_name)
+    vocab = ftkit.model_shape(config_name).vocab
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or 'unknown'})"
     print(f"emulating a T4 on {gpu}: model {model_name}, recipe {recipe}")
 

@@ -88,51 +88,51 @@ def made_up_facts():
 
 def test_speed_verdict_follows_the_numbers():
     f = made_up_facts()
-    said = compare.verdicts(f)["Training Speed"]
+    said = compare.table_verdicts(f)["Training Speed"]
     assert "differs here: LoRA runs at ×1.05" in said and "slightly slower" in said
     f["lora"]["tokens_per_s"] = 400  # LoRA now twice as fast as full FT, QLoRA far slower than LoRA
-    said = compare.verdicts(f)["Training Speed"]
+    said = compare.table_verdicts(f)["Training Speed"]
     assert said.startswith("as the theory says: LoRA is ×2.00") and "more than 'slightly'" in said
     f["qlora"]["tokens_per_s"] = 500  # QLoRA faster than LoRA: the theory's claim fails
-    assert "QLoRA is not slower than LoRA" in compare.verdicts(f)["Training Speed"]
+    assert "QLoRA is not slower than LoRA" in compare.table_verdicts(f)["Training Speed"]
 
 
 def test_memory_storage_and_use_case_verdicts_flip():
     f = made_up_facts()
-    said = compare.verdicts(f)
+    said = compare.table_verdicts(f)
     assert said["VRAM Usage"].startswith("as the theory says") and "not ~1/4" in said["VRAM Usage"]
     assert said["Storage"].startswith("as the theory says: the LoRA adapter is 28x smaller") and "same size" in said["Storage"]
     assert "an adapter was enough" in said["Use Case"] and "brings a 7B model to a consumer GPU" in said["Use Case"]
     g = copy.deepcopy(f)
     g["qlora"]["memory"], g["qlora"]["weights"] = 900e6, 60e6  # QLoRA now above LoRA; weights near 1/4
-    said = compare.verdicts(g)
+    said = compare.table_verdicts(g)
     assert said["VRAM Usage"].startswith("differs here") and "about 1/4" in said["VRAM Usage"]
     assert "largest difference between LoRA and QLoRA is in weights" in said["VRAM Usage"]
     h = copy.deepcopy(f)
     h["qlora"]["activations"], h["qlora"]["memory"] = 800e6, 970e6  # fp32 activations outweigh the 4-bit saving
-    said = compare.verdicts(h)["VRAM Usage"]
+    said = compare.table_verdicts(h)["VRAM Usage"]
     assert said.startswith("differs here") and "QLoRA needs 14 % more than LoRA here" in said
     assert "activations are 286.1 MB larger" in said and "LoRA 19 GiB vs QLoRA 10 GiB" in said
     h["qlora"]["memory"] = 800e6
-    assert "QLoRA saves only 6 % over LoRA here" in compare.verdicts(h)["VRAM Usage"]
+    assert "QLoRA saves only 6 % over LoRA here" in compare.table_verdicts(h)["VRAM Usage"]
     g["qlora"]["saved"] = 9.5e6  # a 16-bit adapter: half LoRA's fp32 one
-    assert "×0.50 LoRA's: 1.9 vs 3.9 bytes per adapter parameter" in compare.verdicts(g)["Storage"]
-    assert "casts a QLoRA adapter to bf16" in compare.verdicts(g)["Storage"]
+    assert "×0.50 LoRA's: 1.9 vs 3.9 bytes per adapter parameter" in compare.table_verdicts(g)["Storage"]
+    assert "casts a QLoRA adapter to bf16" in compare.table_verdicts(g)["Storage"]
     g["lora"]["saved"] = g["qlora"]["saved"] = 300e6
-    assert compare.verdicts(g)["Storage"].startswith("differs here")
+    assert compare.table_verdicts(g)["Storage"].startswith("differs here")
     g["full"]["em_after"], g["estimate_7b"]["qlora"]["smallest_gpu"] = 0.9, "A100 40 GB"
-    said = compare.verdicts(g)["Use Case"]
+    said = compare.table_verdicts(g)["Use Case"]
     assert "Full FT scored higher" in said and "even QLoRA does not fit a consumer GPU" in said
     g["full"]["em_after"] = g["lora"]["em_after"] = g["qlora"]["em_after"] = 0.0
-    assert "no method raised exact match" in compare.verdicts(g)["Use Case"]
+    assert "no method raised exact match" in compare.table_verdicts(g)["Use Case"]
 
 
 def test_mechanism_verdict_checks_the_4bit_base_and_the_optimizer():
     f = made_up_facts()
-    said = compare.verdicts(f)["Mechanism"]
+    said = compare.table_verdicts(f)["Mechanism"]
     assert said.startswith("as the theory says") and "no paged optimizer here" in said
     f["qlora"]["packed_4bit"], f["qlora"]["optim"] = 0, "paged_adamw_8bit"
-    said = compare.verdicts(f)["Mechanism"]
+    said = compare.table_verdicts(f)["Mechanism"]
     assert said.startswith("differs here") and "paged" not in said
 
 

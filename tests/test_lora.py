@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 import ftkit
-from ftkit.lora import LLAMA_LINEARS, LoRALinear, add_lora, copy_to_peft, lora_param_count, time_forward
+from ftkit.configs import LINEAR_NAMES
+from ftkit.lora import LoRALinear, add_lora, copy_to_peft, lora_param_count, time_forward
 from ftkit.models import lora_config
 
 
@@ -71,7 +72,7 @@ def test_add_lora_trains_only_A_and_B_and_the_loss_goes_down():
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(name.endswith((".A", ".B")) for name in trainable)
     wrapped = [m for m in model.modules() if isinstance(m, LoRALinear)]
-    assert len(wrapped) == 2 * len(LLAMA_LINEARS)  # 2 layers, 7 linears each
+    assert len(wrapped) == 2 * len(LINEAR_NAMES)  # 2 layers, 7 linears each
     expected = sum(lora_param_count(m.base.in_features, m.base.out_features, 4) for m in wrapped)
     assert ftkit.count_parameters(model)[0] == expected
 
@@ -103,8 +104,8 @@ def ours_and_peft():
     model, tok = ftkit.load_model("smollm2-135m", "full")
     ours = add_lora(copy.deepcopy(model), r=8, alpha=16)
     randomize_B(ours)
-    theirs = get_peft_model(model, lora_config(r=8, alpha=16, dropout=0.0, target_modules=list(LLAMA_LINEARS)))
-    assert copy_to_peft(ours, theirs) == 30 * len(LLAMA_LINEARS)
+    theirs = get_peft_model(model, lora_config(r=8, alpha=16, dropout=0.0, target_modules=list(LINEAR_NAMES)))
+    assert copy_to_peft(ours, theirs) == 30 * len(LINEAR_NAMES)
     return ours.eval(), theirs.eval(), tok
 
 

@@ -140,7 +140,7 @@ def test_known_config_param_counts(name):
 def test_formula_equals_real_model_count(config):
     from transformers import AutoModelForCausalLM
 
-    cfg = M.load_config_dict(config) if isinstance(config, dict) else M.load_config(config)
+    cfg = ftkit.config_for(config)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
     assert M.model_shape(config).num_params() == model.num_parameters()
@@ -190,7 +190,7 @@ def test_breakdown_format():
 
 
 def test_clear_errors():
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="Unknown method"):
         M.estimate_memory(SMOL, "dora", seq_len=64, batch_size=1)
     with pytest.raises(ValueError, match="seq_len"):
         M.estimate_memory(SMOL, "lora", seq_len=0, batch_size=1)
@@ -203,16 +203,16 @@ def test_clear_errors():
 
 
 def test_load_config(tmp_path, monkeypatch):
-    cfg = M.load_config("Qwen2.5-0.5B")
+    cfg = ftkit.config_for("Qwen2.5-0.5B")
     assert (cfg.model_type, cfg.hidden_size, cfg.num_key_value_heads) == ("qwen2", 896, 2)
     cfg.save_pretrained(tmp_path)
-    assert M.load_config(tmp_path).hidden_size == 896
-    assert M.load_config(tmp_path / "config.json").hidden_size == 896
+    assert ftkit.config_for(tmp_path).hidden_size == 896
+    assert ftkit.config_for(tmp_path / "config.json").hidden_size == 896
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(OSError, match="offline"):
-        M.load_config("no-such-org/no-such-model")
+        ftkit.config_for("no-such-org/no-such-model")
 
 
 def test_estimate_peak_is_at_least_the_weights():

@@ -69,3 +69,23 @@ def test_readme_badges_and_links_point_to_real_notebooks():
         slug, path = target.split(f"/blob/{nb.BRANCH}/")
         assert slug == nb.REPO_SLUG
         assert (nb.ROOT / path).is_file(), f"README badge points to missing {path}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(nb.ROOT)))
+def test_notebooks_use_only_public_names(path):
+    """Every ftkit.<name> a notebook's code uses is exported from ftkit (and so documented in its __all__); no notebook
+    imports from an ftkit module directly."""
+    import re
+
+    import ftkit
+
+    cells = json.loads(path.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    used = set(re.findall(r"(?<![\w.])ftkit\.([A-Za-z_]\w*)", code))
+    used |= {name.strip() for names in re.findall(r"^\s*from ftkit import ([\w, ]+)", code, flags=re.M)
+             for name in names.split(",")}
+    assert used, "no ftkit name found: the pattern above is broken"
+    assert not used - set(ftkit.__all__), f"not exported from ftkit: {sorted(used - set(ftkit.__all__))}"
+    assert not re.findall(r"^\s*from ftkit\.\w+ import", code, flags=re.M)
+    for name in used:
+        getattr(ftkit, name)  # each export really resolves

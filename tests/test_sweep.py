@@ -172,7 +172,7 @@ def test_epoch_and_warmup_verdicts_flip():
 def test_gradient_noise_shrinks_with_batch_size(tiny_profile, tiny_data):
     model, tokenizer = ftkit.load_model("tiny-random", "lora")
     rows = list(tiny_data["train"])
-    batches = {b: [ftkit.course_batch(tokenizer, rows[i * b:(i + 1) * b]) for i in range(3)] for b in (1, 8)}
+    batches = {b: [ftkit.answer_batch(tokenizer, rows[i * b:(i + 1) * b]) for i in range(3)] for b in (1, 8)}
     before = ftkit.flat_trainable(model).clone()
     noise = ftkit.gradient_noise(model, batches)
     assert noise[8]["noise"] < noise[1]["noise"] and noise[1]["batches"] == 3
