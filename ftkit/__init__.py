@@ -12,6 +12,7 @@ One flat module per concern; everything a notebook needs is importable from here
     lora      - LoRA from scratch, checked against peft
     quant     - int4 / NF4 from scratch, checked against bitsandbytes
     compare   - the three methods side by side (the course's main job)
+    sweep     - one hyperparameter at a time: sweeps, the explorer widget, chapter 2's verdicts
     checks    - exercise checks that say what is wrong
     colab     - the capstone's recipe, memory plan, Drive checkpoints, live loss plot, adapter keeping
     plots     - loss curves, schedules, bar charts (ax=None in, Axes out)
@@ -26,6 +27,7 @@ install.
 import importlib
 
 from .doctor import doctor as doctor  # light (no torch): eager, so the function, not its module, is ftkit.doctor
+from .sweep import sweep as sweep  # light at import, eager for the same reason: ftkit.sweep is the function
 
 # Each public name and the module that defines it. `ftkit.<name>` imports the module on first use.
 _EXPORTS = {
@@ -48,12 +50,15 @@ _EXPORTS = {
     "profiles": ["PROFILES", "Profile", "get_profile"],
     "quant": ["absmax_dequantize", "absmax_quantize", "bnb_nf4_roundtrip", "compare_with_bnb", "double_quant_bits",
               "nf4_dequantize", "nf4_levels", "nf4_quantize", "reconstruction_error", "uniform_levels"],
+    "sweep": ["SweepResult", "accumulation_check", "alpha_verdicts", "answer_batch", "baseline_loss", "batch_verdicts",
+              "diagnose_rates", "epoch_verdicts", "explore", "flat_trainable", "gradient_noise", "lr_verdicts",
+              "rank_verdicts", "rise_share", "warmup_verdicts"],
     "train": ["Result", "build_trainer", "dir_bytes", "eval_loss", "evaluate_task", "generate_answers", "history_of",
               "run_experiment"],
 }
 _SUBMODULES = ("checks", "colab")  # public as namespaces: ftkit.checks.check_number, ftkit.colab.plan_memory
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted([*_MODULE_OF, "doctor"])
+__all__ = sorted([*_MODULE_OF, "doctor", "sweep"])
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""Command line: `python -m ftkit {compare,finetune,prefetch,doctor,sync-notebooks}`."""
+"""Command line: `python -m ftkit {compare,finetune,sweep,prefetch,doctor,sync-notebooks}`."""
 
 from __future__ import annotations
 
@@ -54,6 +54,45 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def parse_value(text: str):
+    """A command-line value as Python: 16 -> int, 1e-4 -> float, true/false/none, anything else a string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def cmd_sweep(args) -> int:
+    """One hyperparameter over several values, everything else fixed: a table, a PNG and a JSON."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .profiles import get_profile
+    from .sweep import sweep
+
+    profile = get_profile(args.profile)
+    fixed = {"max_steps": args.steps} if args.steps else {}
+    result = sweep(args.name, [parse_value(v) for v in args.values], args.method, profile=profile, **fixed)
+    print("\n" + result.table())
+    out = Path(args.out)
+    stem = f"{args.name}_{args.method}"
+    path_json = result.save_json(out / f"{stem}.json")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    result.plot(ax=axes[0])
+    result.plot_curves(ax=axes[1])
+    fig.tight_layout()
+    fig.savefig(out / f"{stem}.png", dpi=120)
+    print(f"best {args.name}: {result.best()} (lowest final validation loss); sweep took {result.seconds:.0f} s")
+    print(f"plot: {out / f'{stem}.png'}\njson: {path_json}")
+    return 0
+
+
 def cmd_prefetch(args) -> int:
     """Download and cache every model a profile needs, for an offline workshop room."""
     from .models import builtin_model_dir, load_tokenizer, tiny_model_dir
@@ -106,6 +145,15 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default: the course's for the method, ftkit.default_hyperparameters)")
     p.set_defaults(func=cmd_finetune)
+    p = sub.add_parser("sweep", help=cmd_sweep.__doc__)
+    p.add_argument("name", help="the hyperparameter, e.g. learning_rate, batch_size, lora_r, lora_alpha, num_epochs, "
+                                "warmup_steps")
+    p.add_argument("values", nargs="+", help="its values, e.g. 1e-5 1e-4 1e-3")
+    p.add_argument("--method", default="lora", choices=("full", "lora", "qlora"))
+    p.add_argument("--profile", default=None, help="ci, cpu, gpu or t4 (default: $FTKIT_PROFILE or detected)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the profile's)")
+    p.add_argument("--out", default="outputs/sweep", help="folder for the PNG and JSON (default: outputs/sweep)")
+    p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("prefetch", help=cmd_prefetch.__doc__)
     p.add_argument("--profile", default="cpu", help="the profile whose models to fetch (default: cpu)")
     p.set_defaults(func=cmd_prefetch)

@@ -1,0 +1,179 @@
+"""The sweep (same numbers as separate runs), its CLI, bad inputs, and every chapter-2 verdict flipped by made-up numbers."""
+
+import importlib
+import json
+import math
+
+import pytest
+
+import ftkit
+from ftkit.__main__ import main, parse_value
+
+sw = importlib.import_module("ftkit.sweep")  # the module (ftkit.sweep is the function)
+
+
+def tiny_sweep(profile, data, name="learning_rate", values=(1e-3, 1e-2), **fixed):
+    fixed.setdefault("max_steps", 3)
+    fixed.setdefault("batch_size", 4)
+    return ftkit.sweep(name, list(values), "lora", profile=profile, data=data, progress=False, **fixed)
+
+
+@pytest.fixture(scope="module")
+def tiny_profile(profile):
+    return ftkit.get_profile("ci", model="tiny-random")
+
+
+@pytest.fixture(scope="module")
+def lr_sweep(tiny_profile, tiny_data):
+    return tiny_sweep(tiny_profile, tiny_data)
+
+
+def test_sweep_equals_separate_runs(lr_sweep, tiny_profile, tiny_data):
+    """The sweep's cheap path (one dataset, validation only at the end, no save, no model kept) changes no number."""
+    for rate, result in zip(lr_sweep.values, lr_sweep.results, strict=True):
+        alone = ftkit.run_experiment("lora", profile=tiny_profile, data=tiny_data, learning_rate=rate, max_steps=3,
+                                     batch_size=4, eval_every=1, progress=False)
+        assert result.losses("train_loss")[1] == alone.losses("train_loss")[1]
+        assert result.losses("grad_norm")[1] == alone.losses("grad_norm")[1]
+        assert result.final("eval_loss") == pytest.approx(alone.final("eval_loss"), abs=1e-6)
+        assert result.losses("eval_loss")[0] == [3] and result.trained_model is None and result.saved_bytes == 0
+
+
+def test_sweep_result_tabulates_plots_and_saves(lr_sweep, tmp_path):
+    assert lr_sweep.values == [1e-3, 1e-2] and len(lr_sweep.results) == 2
+    assert lr_sweep.fixed["max_steps"] == 3 and "learning_rate" not in lr_sweep.fixed
+    table = lr_sweep.table()
+    assert table.count("\n") == 3 and "validation loss" in table
+    assert lr_sweep.best() in lr_sweep.values
+    ax = lr_sweep.plot()
+    assert ax.get_xscale() == "log" and len(ax.lines) >= 1
+    assert len(lr_sweep.plot_curves().lines) == 2
+    path = lr_sweep.save_json(tmp_path / "s.json")
+    again = ftkit.SweepResult.load_json(path)
+    assert again.final() == lr_sweep.final() and again.name == "learning_rate"
+
+
+@pytest.mark.parametrize("name, values, fixed, message", [
+    ("learnin_rate", [1e-3], {}, "Unknown hyperparameter 'learnin_rate'"),
+    ("learning_rate", [], {}, "No values to sweep learning_rate"),
+    ("learning_rate", [1e-3, -1.0], {}, "learning_rate=-1.0 is refused"),
+    ("lora_r", [8, 0], {}, "lora_r=0 is refused"),
+    ("warmup_steps", [0, 50], {"max_steps": 12}, "warmup_steps=50 is refused"),
+    ("num_epochs", [1], {"max_steps": 5}, "num_epochs=1 is refused"),
+    ("learning_rate", [1e-3], {"learning_rate": 1e-4}, "learning_rate is the swept hyperparameter"),
+])
+def test_bad_inputs_are_refused_before_training(profile, name, values, fixed, message):
+    with pytest.raises(ValueError, match=message):
+        sw.sweep_hyperparameters(name, values, "lora", profile=profile, **fixed)
+
+
+def test_num_epochs_sweep_counts_steps(tiny_profile, tiny_data):
+    s = sw.sweep("num_epochs", [1, 2], "lora", profile=tiny_profile, data=tiny_data, batch_size=8, progress=False)
+    assert [r.losses()[0][-1] for r in s.results] == [4, 8]  # 32 rows / 8 = 4 steps per epoch
+
+
+def test_cli_writes_png_and_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ftkit.profiles, "PROFILES", {**ftkit.profiles.PROFILES, "ci": ftkit.get_profile(
+        "ci", model="tiny-random", n_train=16, n_eval=4)})
+    code = main(["sweep", "lora_r", "2", "4", "--steps", "2", "--profile", "ci", "--out", str(tmp_path)])
+    assert code == 0
+    data = json.loads((tmp_path / "lora_r_lora.json").read_text())
+    assert data["values"] == [2, 4] and len(data["results"]) == 2
+    assert (tmp_path / "lora_r_lora.png").stat().st_size > 1000
+    assert "best lora_r" in capsys.readouterr().out
+    assert main(["sweep", "nonsense", "1", "--profile", "ci", "--out", str(tmp_path)]) == 2
+    assert "Unknown hyperparameter" in capsys.readouterr().err
+
+
+def test_parse_value():
+    assert parse_value("16") == 16 and parse_value("1e-4") == 1e-4 and parse_value("true") is True
+    assert parse_value("all-linear") == "all-linear"
+
+
+def test_explore_without_widgets_runs_once(tiny_profile, tiny_data):
+    result = sw.explore(profile=tiny_profile, data=tiny_data, widgets=False)
+    assert isinstance(result, ftkit.Result) and len(result.losses()[1]) == 4 and not sw.has_widget_frontend()
+
+
+# --- verdicts, each flipped by made-up numbers -------------------------------------------------------------------
+
+def agrees(text):
+    return text.startswith("as the theory says")
+
+
+def lr_inputs(high_diverges=True, low_stuck=False, lora_best=1e-3):
+    rates = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
+    finals, curves, grads = {}, {}, {}
+    for m, best in (("lora", lora_best), ("full", 1e-5)):
+        finals[m] = {r: (0.5 if r == 1e-6 else 0.1 if r == best else 0.3) for r in rates}
+        finals[m][1e-2] = math.nan if high_diverges else 0.2
+        curves[m] = {r: [1.0, 0.9, 0.8, 0.7] for r in rates}
+        grads[m] = {r: [10.0, 9.0, 8.0, 1.0 if low_stuck else 9.0] for r in rates}
+    return {"lora": 0.52, "full": 0.52}, finals, curves, grads
+
+
+def test_diagnose_rates():
+    d = ftkit.diagnose_rates(1.0, {1: 1.02, 2: 0.5, 3: 0.1, 4: 1.2, 5: 0.3, 6: 0.9},
+                             {k: [1.0, 0.8, 0.6] for k in range(1, 7)} | {5: [1.0, 1.6, 1.1, 1.8, 2.0],
+                                                                          6: [1.0, 1.1, 1.0, 1.2, 1.3]})
+    # 1: within 5 % of the start (noise), barely moved; 5: oscillates; 6: rises often but swings only 30 %: noise
+    assert d == {1: "too low", 2: "ok", 3: "best", 4: "too high", 5: "too high", 6: "too low"}
+    assert ftkit.rise_share([1, 2, 1, 2, 3]) == 0.75
+
+
+def test_lr_verdicts_flip():
+    v = sw.lr_verdicts(*lr_inputs())
+    assert agrees(v["2.lr-too-high"]) and agrees(v["2.lr-too-low"]) and agrees(v["2.lr-lora-higher"])
+    assert not agrees(v["2.lr-local-minima"]) and "loose" in v["2.lr-local-minima"]
+    assert "100x" in v["2.lr-lora-higher"]
+    v = sw.lr_verdicts(*lr_inputs(high_diverges=False, low_stuck=True, lora_best=1e-5))
+    assert not agrees(v["2.lr-too-high"]) and agrees(v["2.lr-local-minima"]) and not agrees(v["2.lr-lora-higher"])
+    start, finals, curves, grads = lr_inputs()
+    for m in finals:
+        finals[m][1e-6] = 0.12
+    assert not agrees(sw.lr_verdicts(start, finals, curves, grads)["2.lr-too-low"])
+
+
+def test_batch_verdicts_flip():
+    acc = {"loss_diff": 0.001, "weight_diff": 0.005, "tolerance": 0.02, "memory_small": 1e6, "memory_big": 2e6}
+    v = sw.batch_verdicts({1: 4.0, 8: 0.5}, {1: 1e6, 4: 2e6, 8: 3e6}, acc)
+    assert all(agrees(t) for t in v.values()) and "b^-1.00" in v["2.batch-stable"]
+    v = sw.batch_verdicts({1: 4.0, 8: 3.0}, {1: 1e6, 4: 2e6, 8: 1.5e6}, {**acc, "weight_diff": 0.1})
+    assert not any(agrees(t) for t in v.values())
+
+
+def test_rank_verdicts_flip():
+    good = sw.rank_verdicts({4: 10, 16: 40}, {4: 10, 16: 40}, {4: 100, 16: 110}, {4: 0.3, 16: 0.2},
+                            {"all-linear": 0.2, "attention": 0.3})
+    assert all(agrees(t) for t in good.values())
+    bad = sw.rank_verdicts({4: 10, 16: 40}, {4: 10, 16: 41}, {4: 100, 16: 100}, {4: 0.2, 16: 0.3},
+                           {"all-linear": 0.3, "attention": 0.2})
+    assert not any(agrees(t) for t in bad.values())
+
+
+def test_alpha_verdicts_flip():
+    v = sw.alpha_verdicts({"alpha=2r": {4: 0.30, 64: 0.29}, "fixed alpha": {4: 0.30, 64: 0.60},
+                           "rslora": {4: 0.3, 64: 0.4}})
+    assert agrees(v["2.alpha-influence"]) and agrees(v["2.alpha-rule"])
+    v = sw.alpha_verdicts({"alpha=2r": {4: 0.30, 64: 0.10}, "fixed alpha": {4: 0.12, 64: 0.05},
+                           "rslora": {4: 0.3, 64: 0.2}})
+    assert not agrees(v["2.alpha-influence"]) and not agrees(v["2.alpha-rule"]) and "Adam" in v["2.alpha-rule"]
+
+
+def test_epoch_and_warmup_verdicts_flip():
+    v = sw.epoch_verdicts({1: 0.5, 2: 0.3, 3: 0.4, 4: 0.5})
+    assert agrees(v["2.epochs-fit"]) and agrees(v["2.epochs-typical"])
+    v = sw.epoch_verdicts({1: 0.5, 2: 0.4, 3: 0.3, 4: 0.25, 5: 0.2})
+    assert not agrees(v["2.epochs-fit"]) and not agrees(v["2.epochs-typical"])
+    assert agrees(sw.warmup_verdicts({"warmup": 1.0, "none": 3.0}, {"warmup": 2.0, "none": 9.0})["2.warmup"])
+    assert not agrees(sw.warmup_verdicts({"warmup": 3.0, "none": 1.0}, {"warmup": 2.0, "none": 9.0})["2.warmup"])
+
+
+def test_gradient_noise_shrinks_with_batch_size(tiny_profile, tiny_data):
+    model, tokenizer = ftkit.load_model("tiny-random", "lora")
+    rows = list(tiny_data["train"])
+    batches = {b: [ftkit.answer_batch(tokenizer, rows[i * b:(i + 1) * b]) for i in range(3)] for b in (1, 8)}
+    before = ftkit.flat_trainable(model).clone()
+    noise = ftkit.gradient_noise(model, batches)
+    assert noise[8]["noise"] < noise[1]["noise"] and noise[1]["batches"] == 3
+    assert -1 <= noise[1]["cosine"] <= 1 and (ftkit.flat_trainable(model) == before).all()
