@@ -315,7 +315,10 @@ def load_model(name: str, method: str = "lora", *, precision: str = "fp32", devi
     if peft_cfg is not None:
         from peft import get_peft_model
 
-        model = get_peft_model(model, peft_cfg)
+        from .quiet import library_warnings
+
+        with library_warnings():  # peft reads a property transformers deprecated: nothing for a learner to fix
+            model = get_peft_model(model, peft_cfg)
     return model, load_tokenizer(name)
 
 
