@@ -10,6 +10,8 @@ PORT ?= 8888
 # Notebooks as nbmake executed them: copies, so the committed notebooks stay clean. The site is built from them.
 EXECUTED := build/executed
 SITE := build/site
+# Seconds one notebook may run under nbmake before it fails.
+NB_TIMEOUT ?= 900
 export PYTHONUNBUFFERED := 1
 
 .PHONY: setup course test unit notebooks lint lock clean-notebooks lab site site-html site-test
@@ -40,7 +42,7 @@ unit: setup
 # Every notebook runs once, as a copy under $(EXECUTED) that keeps its outputs; the site is built from those copies.
 define execute
 	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) && cp -r notebooks colab $(EXECUTED)/
-	cd $(EXECUTED) && FTKIT_PROFILE=$(1) $(abspath $(PY)) -m pytest --nbmake --nbmake-timeout=900 --overwrite \
+	cd $(EXECUTED) && FTKIT_PROFILE=$(1) $(abspath $(PY)) -m pytest --nbmake --nbmake-timeout=$(NB_TIMEOUT) --overwrite \
 		--durations=0 -q -p no:cacheprovider --junitxml=junit.xml notebooks colab
 	$(PY) docs/build_site.py record $(EXECUTED) --profile $(1)
 endef
@@ -55,8 +57,9 @@ lab: setup
 
 site: setup
 	$(call execute,$(PROFILE))
-	$(MAKE) site-html
+	$(PY) docs/build_site.py html $(EXECUTED) $(SITE)
 
+# The site from the notebooks `make notebooks` already executed (CI: no notebook runs twice).
 site-html: setup
 	$(PY) docs/build_site.py html $(EXECUTED) $(SITE)
 
