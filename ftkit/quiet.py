@@ -44,6 +44,9 @@ def silence_import_messages() -> None:
         logger.addFilter(_DropMessage(BNB_KERNEL_MESSAGE))
 
 
+silence_import_messages()  # `import ftkit` imports this module first
+
+
 @contextlib.contextmanager
 def library_warnings():
     """Around a library call of ftkit's: hide the deprecation warnings libraries raise about each other's code."""

@@ -55,7 +55,7 @@ def test_ftkit_verbose_shows_everything():
 
 
 def _warn():
-    warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+    warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning, stacklevel=2)
 
 
 def test_library_warnings_are_hidden_only_inside_ftkit_calls(monkeypatch):
@@ -64,7 +64,7 @@ def test_library_warnings_are_hidden_only_inside_ftkit_calls(monkeypatch):
         warnings.simplefilter("always")
         with quiet.library_warnings():
             _warn()
-            warnings.warn("a warning that means something", UserWarning)
+            warnings.warn("a warning that means something", UserWarning, stacklevel=2)
         _warn()  # outside: Python's warnings are untouched
     assert [type(w.message) for w in seen] == [UserWarning, FutureWarning]
 
