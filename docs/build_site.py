@@ -71,14 +71,14 @@ def chapters(book: Path) -> list[tuple[str, list[str]]]:
     def page(path: Path) -> str:
         return path.relative_to(book).with_suffix("").as_posix()
 
-    order = [("The course", [p for p in ["README", "theory"] if (book / f"{p}.md").exists()]
-              + [page(p) for p in sorted((book / "notebooks").glob("*.ipynb"))])]
-    for folder in sorted(p for p in (book / "notebooks").iterdir() if p.is_dir() and re.match(r"\d\d_", p.name)):
+    order = [("The course", [p for p in ["README", "theory", "notebooks/README"] if (book / f"{p}.md").exists()]
+              + [page(p) for p in sorted(book.glob("notebooks/*.ipynb"))])]
+    for folder in sorted(p for p in book.glob("notebooks/[0-9][0-9]_*") if p.is_dir()):
         readme = folder / "README.md"
         caption = readme.read_text().splitlines()[0].lstrip("# ").strip() if readme.exists() else folder.name
         order.append((caption, ([page(readme)] if readme.exists() else [])
                       + [page(p) for p in sorted(folder.glob("*.ipynb"))]))
-    order.append(("Capstone", [page(p) for p in sorted((book / "colab").glob("*.ipynb"))]))
+    order.append(("Capstone", [page(p) for p in sorted(book.glob("colab/*.ipynb"))]))
     return [(caption, pages) for caption, pages in order if pages]
 
 
@@ -118,6 +118,12 @@ def index_page(run: dict, order: list[tuple[str, list[str]]]) -> str:
     return "\n".join(lines)
 
 
+# The files of the course: notebooks, chapter READMEs and images beside them. Not what a run left there (adapters
+# saved with their own README.md, checkpoints, outputs/).
+PAGES = ("notebooks/*.ipynb", "notebooks/README.md", "notebooks/[0-9][0-9]_*/*.ipynb", "notebooks/[0-9][0-9]_*/README.md",
+         "colab/*.ipynb", "notebooks/[0-9][0-9]_*/*.png", "notebooks/[0-9][0-9]_*/*.svg")
+
+
 def assemble(executed: Path, book: Path) -> dict:
     """Copy the executed notebooks, the READMEs and the Sphinx config into one source folder, with banners."""
     run_file = executed / RUN_FILE
@@ -125,8 +131,9 @@ def assemble(executed: Path, book: Path) -> dict:
         raise SystemExit(f"No executed notebooks in {executed}: run `make notebooks` (ci) or `make site` first.")
     run = json.loads(run_file.read_text())
     shutil.rmtree(book, ignore_errors=True)
-    for folder in ("notebooks", "colab"):
-        shutil.copytree(executed / folder, book / folder, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    for source in sorted({p for pattern in PAGES for p in executed.glob(pattern)}):
+        (book / source.relative_to(executed)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, book / source.relative_to(executed))
     for name in ("README.md", "theory.md"):
         if (ROOT / name).exists():
             text = (ROOT / name).read_text()
