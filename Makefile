@@ -43,7 +43,7 @@ unit: setup
 define execute
 	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) && cp -r notebooks colab $(wildcard results) $(EXECUTED)/
 	cd $(EXECUTED) && FTKIT_PROFILE=$(1) $(abspath $(PY)) -m pytest --nbmake --nbmake-timeout=$(NB_TIMEOUT) --overwrite \
-		--durations=0 -q -p no:cacheprovider --junitxml=junit.xml notebooks colab
+		--durations=0 -q -p no:cacheprovider --junitxml=junit.xml -o junit_family=xunit1 notebooks colab
 	$(PY) docs/build_site.py record $(EXECUTED) --profile $(1)
 endef
 

@@ -52,9 +52,11 @@ def notebook_seconds(junit_xml: Path) -> dict[str, float]:
     """Run time of each notebook (path relative to the executed folder) from pytest's JUnit report."""
     seconds = {}
     for case in ET.parse(junit_xml).iter("testcase"):
-        path = case.get("file") or case.get("name", "")
-        if path.endswith(".ipynb"):
-            seconds[path] = round(float(case.get("time", 0)), 1)
+        # xunit1 gives the file; xunit2 only a dotted classname (build.executed.notebooks.00_start_here.ipynb).
+        path = case.get("file") or case.get("classname", "").removesuffix(".ipynb").replace(".", "/") + ".ipynb"
+        match = re.search(r"(?:^|/)((?:notebooks|colab)/.+\.ipynb)$", path)
+        if match:
+            seconds[match.group(1)] = round(float(case.get("time", 0)), 1)
     return seconds
 
 
