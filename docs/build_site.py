@@ -73,7 +73,7 @@ def chapters(book: Path) -> list[tuple[str, list[str]]]:
     def page(path: Path) -> str:
         return path.relative_to(book).with_suffix("").as_posix()
 
-    order = [("The course", [p for p in ["README", "theory", "notebooks/README"] if (book / f"{p}.md").exists()]
+    order = [("The course", [p for p in ["README", "theory", "notebooks/README", "WORKSHOP"] if (book / f"{p}.md").exists()]
               + [page(p) for p in sorted(book.glob("notebooks/*.ipynb"))])]
     for folder in sorted(p for p in book.glob("notebooks/[0-9][0-9]_*") if p.is_dir()):
         readme = folder / "README.md"
@@ -136,7 +136,7 @@ def assemble(executed: Path, book: Path) -> dict:
     for source in sorted({p for pattern in PAGES for p in executed.glob(pattern)}):
         (book / source.relative_to(executed)).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, book / source.relative_to(executed))
-    for name in ("README.md", "theory.md"):
+    for name in ("README.md", "theory.md", "WORKSHOP.md"):
         if (ROOT / name).exists():
             text = (ROOT / name).read_text()
             # A link to a chapter folder becomes a link to its README page.
