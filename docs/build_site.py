@@ -143,6 +143,7 @@ def assemble(executed: Path, book: Path) -> dict:
             text = re.sub(r"\]\((notebooks/[^)\s]+?)/\)", r"](\1/README.md)", text)
             (book / name).write_text(text)
     shutil.copy(DOCS / "conf.py", book / "conf.py")
+    shutil.copytree(DOCS / "_static", book / "_static")
     for notebook in sorted(book.rglob("*.ipynb")):
         add_banner(notebook, run, run["seconds"].get(notebook.relative_to(book).as_posix()))
     order = chapters(book)

@@ -17,6 +17,8 @@ exclude_patterns = ["junit.xml", "run.json", "**/.ipynb_checkpoints"]
 suppress_warnings = ["myst.xref_missing", "misc.highlighting_failure"]
 
 html_theme = "sphinx_book_theme"
+html_static_path = ["_static"]
+html_css_files = ["course.css"]
 html_title = project
 html_last_updated_fmt = None
 html_theme_options = {

@@ -173,9 +173,13 @@ def test_index_links_every_chapter_and_notebook(browser):
 def test_notebook_page_shows_its_figures_and_takeaways(browser, source):
     expected = _expected(source)
     browser.open(_page(source))
+    shot = SHOTS / source.with_suffix("").as_posix().replace("/", "__")
+    browser.screenshot(shot.with_name(shot.name + ".png"))  # the top: title, badge, banner
+    if browser.evaluate("(() => { const i = document.querySelector('main .cell_output img');"
+                        " if (i) i.scrollIntoView(); return !!i; })()"):
+        browser.screenshot(shot.with_name(shot.name + "__figure.png"))
     page = browser.evaluate(READ_PAGE)
-    shot = SHOTS / source.with_suffix(".png").as_posix().replace("/", "__")
-    browser.screenshot(shot)  # scrolled to the takeaways when there are some
+    browser.screenshot(shot.with_name(shot.name + "__takeaways.png"))  # READ_PAGE scrolled to them
     assert "Numbers on this page" in page["text"] and "profile" in page["text"]
     assert any(href.endswith(source.as_posix()) for href in page["colab"]), f"no 'Open in Colab' link: {page['colab']}"
     shown = [f for f in page["figures"] if f["loaded"] and f["width"] > 0 and f["height"] > 0]
