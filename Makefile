@@ -41,7 +41,7 @@ unit: setup
 
 # Every notebook runs once, as a copy under $(EXECUTED) that keeps its outputs; the site is built from those copies.
 define execute
-	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) && cp -r notebooks colab $(wildcard results) $(EXECUTED)/
+	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) && cp -r notebooks colab $(wildcard results theory.md CLAIMS.md) $(EXECUTED)/
 	cd $(EXECUTED) && FTKIT_PROFILE=$(1) $(abspath $(PY)) -m pytest --nbmake --nbmake-timeout=$(NB_TIMEOUT) --overwrite \
 		--durations=0 -q -p no:cacheprovider --junitxml=junit.xml -o junit_family=xunit1 notebooks colab
 	$(PY) docs/build_site.py record $(EXECUTED) --profile $(1)
