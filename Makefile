@@ -1,10 +1,20 @@
 # Two commands a newcomer needs: `make course` (the measured comparison) and `make test` (everything CI runs).
+# Two more: `make lab` (the notebooks in JupyterLab) and `make site` (the executed course as static HTML).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# make site: the profile whose numbers the site shows (cpu: a laptop's sizes; CI builds the site with ci).
+PROFILE ?= cpu
+# make lab: JupyterLab's port on 127.0.0.1.
+PORT ?= 8888
+# Notebooks as nbmake executed them: copies, so the committed notebooks stay clean. The site is built from them.
+EXECUTED := build/executed
+SITE := build/site
+# Seconds one notebook may run under nbmake before it fails.
+NB_TIMEOUT ?= 900
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup course test unit notebooks lint lock clean-notebooks
+.PHONY: setup course test unit notebooks lint lock clean-notebooks lab site site-html site-test
 
 setup: $(VENV)/.installed
 
@@ -20,17 +30,41 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 course: setup
 	$(PY) -m ftkit compare
 
-test: setup lint unit notebooks
+test: setup lint unit notebooks site-html site-test
 
 lint: setup
-	$(PY) -m ruff check ftkit tests scripts notebooks colab
+	$(PY) -m ruff check ftkit tests scripts notebooks colab docs
 
 unit: setup
 	$(PY) -m ftkit prefetch --profile ci
-	FTKIT_PROFILE=ci $(PY) -m pytest tests -q --durations=10
+	FTKIT_PROFILE=ci $(PY) -m pytest tests -q --durations=10 --ignore=tests/test_site.py
+
+# Every notebook runs once, as a copy under $(EXECUTED) that keeps its outputs; the site is built from those copies.
+define execute
+	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) && cp -r notebooks colab $(wildcard results theory.md CLAIMS.md) $(EXECUTED)/
+	cd $(EXECUTED) && FTKIT_PROFILE=$(1) $(abspath $(PY)) -m pytest --nbmake --nbmake-timeout=$(NB_TIMEOUT) --overwrite \
+		--durations=0 -q -p no:cacheprovider --junitxml=junit.xml -o junit_family=xunit1 notebooks colab
+	$(PY) docs/build_site.py record $(EXECUTED) --profile $(1)
+endef
 
 notebooks: setup
-	FTKIT_PROFILE=ci $(PY) -m pytest --nbmake --nbmake-timeout=900 --durations=0 -q notebooks colab
+	$(call execute,ci)
+
+# JupyterLab on http://127.0.0.1:$(PORT) (this machine only), opened on notebook 00; Ctrl-C stops it.
+lab: setup
+	$(PY) -m jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=. $(if $(filter 0,$(shell id -u)),--allow-root) \
+		notebooks/00_start_here.ipynb
+
+site: setup
+	$(call execute,$(PROFILE))
+	$(PY) docs/build_site.py html $(EXECUTED) $(SITE)
+
+# The site from the notebooks `make notebooks` already executed (CI: no notebook runs twice).
+site-html: setup
+	$(PY) docs/build_site.py html $(EXECUTED) $(SITE)
+
+site-test: setup
+	FTKIT_PROFILE=ci $(PY) -m pytest tests/test_site.py -q
 
 lock: setup
 	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > constraints.new && mv constraints.new constraints.txt

@@ -18,14 +18,16 @@ One flat module per concern; everything a notebook needs is importable from here
     plots     - loss curves, schedules, bar charts (ax=None in, Axes out)
     doctor    - check the machine, each problem with its fix
     notebooks - Colab badges, install cells, notebook hygiene
+    quiet     - what a learner sees: one bar per run, the numbers, real warnings (FTKIT_VERBOSE=1: everything)
 
-Importing ftkit imports none of them: each public name is imported from its module on first use (`ftkit.load_model`
-imports models, hence torch and transformers), so `python -m ftkit doctor` starts fast and still reports on a broken
-install.
+Importing ftkit imports none of them but quiet (stdlib only): each public name is imported from its module on first
+use (`ftkit.load_model` imports models, hence torch and transformers), so `python -m ftkit doctor` starts fast and
+still reports on a broken install.
 """
 
 import importlib
 
+from . import quiet  # noqa: F401 (stdlib only, eager: it drops bitsandbytes' import message before any use)
 from .doctor import doctor as doctor  # light (no torch): eager, so the function, not its module, is ftkit.doctor
 from .sweep import sweep as sweep  # light at import, eager for the same reason: ftkit.sweep is the function
 

@@ -84,7 +84,7 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
         say(f"[{3 + 2 * i}/{phases}] {method}: measuring memory of one training step "
             f"({batch['input_ids'].shape[0]} x {batch['input_ids'].shape[1]} tokens)", flush=True)
         memory[method] = measure_step(result.trained_model, batch, profile)  # as trained: same checkpointing
-        checkpointing[method] = bool(getattr(result.trained_model, "is_gradient_checkpointing", False))
+        checkpointing[method] = bool(getattr(result.trained_model, "is_activation_checkpointing", False))
         dtypes[method] = weights_by_dtype(result.trained_model)
         if not keep_models:
             result.trained_model = None

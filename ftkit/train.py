@@ -21,6 +21,7 @@ from .data import profile_dataset, score
 from .hparams import Hyperparameters, check_method, check_run, default_hyperparameters, with_overrides
 from .models import count_parameters, load_model
 from .profiles import Profile, get_profile
+from .quiet import quiet_trainer, quiet_training
 
 
 @dataclass
@@ -107,8 +108,9 @@ def dir_bytes(path: str | Path) -> int:
 
 def to_prompt_completion(dataset):
     """Chat rows -> TRL's conversational prompt/completion rows, so the loss covers only the assistant's answer."""
-    return dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
-                       remove_columns=dataset.column_names)
+    with quiet_training():
+        return dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+                           remove_columns=dataset.column_names)
 
 
 def sft_trainer(**kwargs):
@@ -126,7 +128,8 @@ def sft_trainer(**kwargs):
             return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
 
-    return CourseSFTTrainer(**kwargs)
+    with quiet_training():  # TRL prepares the datasets here: no bar per preparation step
+        return quiet_trainer(CourseSFTTrainer(**kwargs))
 
 
 def load_for_training(method: str, hp: Hyperparameters, profile: Profile, model: str):

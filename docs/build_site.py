@@ -1,0 +1,185 @@
+"""Build the course site: every notebook with its outputs, as static HTML, in the order of the theory.
+
+The notebooks are executed once, by nbmake, as copies under build/executed (`make notebooks` in the ci profile,
+`make site` in PROFILE, default cpu); this script never runs them again:
+
+    python docs/build_site.py record build/executed --profile ci   # after nbmake: which profile, machine, date, times
+    python docs/build_site.py html build/executed build/site        # assemble the pages and run Sphinx (myst-nb)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+RUN_FILE = "run.json"
+# The Colab badge that `python -m ftkit sync-notebooks` puts in every notebook's first cell.
+COLAB_URL_RE = re.compile(r"\(https://colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/[^)]+\)")
+
+
+def machine() -> str:
+    """One line naming the machine: CPU model, cores, memory and GPU."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
+        cpu = names[0].strip() if names else cpu
+    parts = [f"{cpu}, {os.cpu_count()} cores"]
+    try:
+        import psutil
+
+        parts.append(f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM")
+    except ImportError:
+        pass
+    gpu = shutil.which("nvidia-smi") and subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    parts.append(f"GPU {gpu}" if gpu else "no GPU")
+    return ", ".join(parts)
+
+
+def notebook_seconds(junit_xml: Path) -> dict[str, float]:
+    """Run time of each notebook (path relative to the executed folder) from pytest's JUnit report."""
+    seconds = {}
+    for case in ET.parse(junit_xml).iter("testcase"):
+        # xunit1 gives the file; xunit2 only a dotted classname (build.executed.notebooks.00_start_here.ipynb).
+        path = case.get("file") or case.get("classname", "").removesuffix(".ipynb").replace(".", "/") + ".ipynb"
+        match = re.search(r"(?:^|/)((?:notebooks|colab)/.+\.ipynb)$", path)
+        if match:
+            seconds[match.group(1)] = round(float(case.get("time", 0)), 1)
+    return seconds
+
+
+def record(executed: Path, profile: str) -> dict:
+    """Write run.json beside the executed notebooks: what produced their numbers."""
+    run = {"profile": profile, "machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
+           "python": platform.python_version(), "seconds": notebook_seconds(executed / "junit.xml")}
+    (executed / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+    return run
+
+
+def chapters(book: Path) -> list[tuple[str, list[str]]]:
+    """(caption, pages) in the theory's order: start, numbered chapter folders, capstone. Pages have no suffix."""
+    def page(path: Path) -> str:
+        return path.relative_to(book).with_suffix("").as_posix()
+
+    order = [("The course", [p for p in ["README", "theory", "notebooks/README", "WORKSHOP"] if (book / f"{p}.md").exists()]
+              + [page(p) for p in sorted(book.glob("notebooks/*.ipynb"))])]
+    for folder in sorted(p for p in book.glob("notebooks/[0-9][0-9]_*") if p.is_dir()):
+        readme = folder / "README.md"
+        caption = readme.read_text().splitlines()[0].lstrip("# ").strip() if readme.exists() else folder.name
+        order.append((caption, ([page(readme)] if readme.exists() else [])
+                      + [page(p) for p in sorted(folder.glob("*.ipynb"))]))
+    order.append(("Capstone", [page(p) for p in sorted(book.glob("colab/*.ipynb"))]))
+    return [(caption, pages) for caption, pages in order if pages]
+
+
+def banner(run: dict, seconds: float | None, colab_url: str | None) -> str:
+    """The note at the top of a notebook page: where its numbers come from, and where to run it."""
+    took = f" in {seconds:.0f} s" if seconds is not None else ""
+    text = (f"**Numbers on this page** come from running this notebook{took} with the `{run['profile']}` profile "
+            f"on {run['machine']}, {run['date']}.")
+    if colab_url:
+        text += f" [Open in Colab]({colab_url}) to run it yourself, on a free T4 GPU."
+    return f":::{{note}}\n{text}\n:::"
+
+
+def add_banner(notebook: Path, run: dict, seconds: float | None) -> None:
+    """Insert the banner as the second cell (after the title and its badge) of an executed copy."""
+    nb = json.loads(notebook.read_text())
+    first = "".join(nb["cells"][0]["source"]) if nb["cells"] else ""
+    url = COLAB_URL_RE.search(first)
+    cell = {"cell_type": "markdown", "metadata": {}, "source": banner(run, seconds, url and url.group(0)[1:-1])}
+    if any("id" in c for c in nb["cells"]):  # nbformat 4.5+ wants an id on every cell
+        cell["id"] = "site-banner"
+    nb["cells"].insert(1, cell)
+    notebook.write_text(json.dumps(nb, indent=1))
+
+
+def index_page(run: dict, order: list[tuple[str, list[str]]]) -> str:
+    """The front page: what the site is, then one table of contents per chapter, in the theory's order."""
+    total = sum(run["seconds"].values())
+    lines = ["# Fine-tuning LLMs, measured", "",
+             "Full fine-tuning, LoRA and QLoRA, the hyperparameters that matter, and how to spot and prevent "
+             "overfitting: every notebook of the course with the outputs of one run, so you can read it without "
+             "running it. Open any notebook in Colab from its page to run it yourself.", "",
+             f"This build ran every notebook once with the `{run['profile']}` profile on {run['machine']}, "
+             f"{run['date']} ({total / 60:.1f} min in all).", ""]
+    for caption, pages in order:
+        lines += ["```{toctree}", f":caption: {caption}", ":maxdepth: 1", "", *pages, "```", ""]
+    return "\n".join(lines)
+
+
+# The files of the course: notebooks, chapter READMEs and images beside them. Not what a run left there (adapters
+# saved with their own README.md, checkpoints, outputs/).
+PAGES = ("notebooks/*.ipynb", "notebooks/README.md", "notebooks/[0-9][0-9]_*/*.ipynb", "notebooks/[0-9][0-9]_*/README.md",
+         "colab/*.ipynb", "notebooks/[0-9][0-9]_*/*.png", "notebooks/[0-9][0-9]_*/*.svg")
+
+
+def assemble(executed: Path, book: Path) -> dict:
+    """Copy the executed notebooks, the READMEs and the Sphinx config into one source folder, with banners."""
+    run_file = executed / RUN_FILE
+    if not run_file.exists():
+        raise SystemExit(f"No executed notebooks in {executed}: run `make notebooks` (ci) or `make site` first.")
+    run = json.loads(run_file.read_text())
+    shutil.rmtree(book, ignore_errors=True)
+    for source in sorted({p for pattern in PAGES for p in executed.glob(pattern)}):
+        (book / source.relative_to(executed)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, book / source.relative_to(executed))
+    for name in ("README.md", "theory.md", "WORKSHOP.md"):
+        if (ROOT / name).exists():
+            text = (ROOT / name).read_text()
+            # A link to a chapter folder becomes a link to its README page.
+            text = re.sub(r"\]\((notebooks/[^)\s]+?)/\)", r"](\1/README.md)", text)
+            (book / name).write_text(text)
+    shutil.copy(DOCS / "conf.py", book / "conf.py")
+    shutil.copytree(DOCS / "_static", book / "_static")
+    for notebook in sorted(book.rglob("*.ipynb")):
+        add_banner(notebook, run, run["seconds"].get(notebook.relative_to(book).as_posix()))
+    order = chapters(book)
+    (book / "index.md").write_text(index_page(run, order))
+    slug = next((m.group(1) for p in book.rglob("*.ipynb") for m in [COLAB_URL_RE.search(p.read_text())] if m), "")
+    (book / RUN_FILE).write_text(json.dumps({**run, "repository": slug}, indent=2))
+    return run
+
+
+def html(executed: Path, out: Path) -> Path:
+    """Assemble the pages next to `out` and build them with Sphinx; returns the index page."""
+    book = out.with_name(out.name + "-src")
+    assemble(executed, book)
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-d", str(out.with_name(out.name + "-doctrees")),
+           str(book), str(out)]
+    subprocess.run(cmd, check=True)
+    print(f"site: {out / 'index.html'}")
+    return out / "index.html"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="write run.json beside the notebooks nbmake executed")
+    rec.add_argument("executed", type=Path)
+    rec.add_argument("--profile", required=True)
+    build = sub.add_parser("html", help="build the site from the executed notebooks")
+    build.add_argument("executed", type=Path)
+    build.add_argument("out", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "record":
+        print(json.dumps(record(args.executed, args.profile), indent=2))
+    else:
+        html(args.executed, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""docs/build_site.py without Sphinx or a browser: run times from pytest's report, the theory's page order, the banner."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("build_site", ROOT / "docs" / "build_site.py")
+build_site = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(build_site)
+
+RUN = {"profile": "ci", "machine": "a 2-core CPU", "date": "2026-11-29", "seconds": {}}
+
+
+def test_notebook_seconds_from_either_junit_family(tmp_path):
+    report = tmp_path / "junit.xml"
+    report.write_text(
+        '<testsuites><testsuite>'
+        '<testcase classname="build.executed.notebooks.00_start_here.ipynb" name="00_start_here.ipynb" time="42.14"/>'
+        '<testcase file="build/executed/notebooks/01_methods/01_lora.ipynb" classname="x" name="y" time="21"/>'
+        '<testcase classname="tests.test_x" name="test_y" time="1"/>'
+        '</testsuite></testsuites>')
+    assert build_site.notebook_seconds(report) == {"notebooks/00_start_here.ipynb": 42.1,
+                                                   "notebooks/01_methods/01_lora.ipynb": 21.0}
+
+
+def test_pages_follow_the_theory(tmp_path):
+    for page in ["README.md", "theory.md", "notebooks/00_start_here.ipynb", "notebooks/02_hyperparameters/README.md",
+                 "notebooks/02_hyperparameters/01_lr.ipynb", "notebooks/01_methods/README.md",
+                 "notebooks/01_methods/02_nf4.ipynb", "notebooks/01_methods/01_lora.ipynb", "colab/capstone.ipynb"]:
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / page).write_text("# Chapter\n")
+    order = build_site.chapters(tmp_path)
+    assert [pages for _, pages in order] == [
+        ["README", "theory", "notebooks/00_start_here"],
+        ["notebooks/01_methods/README", "notebooks/01_methods/01_lora", "notebooks/01_methods/02_nf4"],
+        ["notebooks/02_hyperparameters/README", "notebooks/02_hyperparameters/01_lr"],
+        ["colab/capstone"]]
+    index = build_site.index_page(RUN, order)
+    assert index.count("```{toctree}") == 4 and "`ci` profile on a 2-core CPU, 2026-11-29" in index
+
+
+def test_banner_names_the_run_and_links_colab():
+    url = "https://colab.research.google.com/github/o/r/blob/main/notebooks/00_start_here.ipynb"
+    text = build_site.banner(RUN, 42.4, url)
+    assert "in 42 s with the `ci` profile on a 2-core CPU, 2026-11-29" in text and f"[Open in Colab]({url})" in text
+    assert "Open in Colab" not in build_site.banner(RUN, None, None)
