@@ -350,11 +350,18 @@ def activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: i
     return shape.layers * layer + once
 
 
+# What each data-parallel scheme splits over the devices (ZeRO paper, Rajbhandari et al. 2020, sec. 5):
+# ZeRO-1 the optimizer state, ZeRO-2 also the gradients, ZeRO-3 also the weights. PyTorch FSDP's full shard
+# (FSDP2 fully_shard, FSDP1 FULL_SHARD) is ZeRO-3. "none" / "ddp": every device holds everything.
+SHARDING = {"none": (), "ddp": (), "zero1": ("optimizer",), "zero2": ("optimizer", "gradients"),
+            "zero3": ("optimizer", "gradients", "weights"), "fsdp": ("optimizer", "gradients", "weights")}
+
+
 def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optimizer: str = "adamw_torch",
                     precision: str = "bf16", gradient_checkpointing: bool = False, lora_r: int = 16,
                     target_modules="all-linear", double_quant: bool = True,
-                    mixed_precision: bool = False) -> MemoryBreakdown:
-    """Predict training memory from a config, from first principles (see the module docstring).
+                    mixed_precision: bool = False, n_devices: int = 1, sharding: str = "none") -> MemoryBreakdown:
+    """Predict training memory from a config, from first principles (see the module docstring); per device.
 
     precision: weight + compute dtype for "full" and "lora"; compute dtype for "qlora" (whose
     non-quantized weights are fp32 after prepare_model_for_kbit_training). Full FT keeps weights, gradients and AdamW moments in
@@ -362,8 +369,20 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
     (full only) is torch AMP: fp32 weights, gradients and moments, 4+4+8 = 16 B/param, the
     mixed-precision Adam figure of the ZeRO paper; its activations are not calibrated (autocast
     also saves 16-bit copies of the weights).
+
+    n_devices, sharding: data parallelism over n_devices with one of SHARDING; batch_size is per device, so
+    activations are per device and never sharded. "fsdp" divides weights, gradients and optimizer state as they are
+    (FSDP keeps its shards in fp32 under mixed precision: 16/N B/param). "zero1"/"zero2"/"zero3" with
+    mixed_precision=True use DeepSpeed's layout from the ZeRO paper: 16-bit weights (2), 16-bit gradients (2) and an
+    optimizer state of 12 B/param (fp32 master weights + two moments), so ZeRO-1 is 2 + 2 + 12/N. Checked against
+    the per-process bytes of a real 2-process FSDP run in tests/test_scaling.py; peaks add the all-gathered
+    weights of the layer being computed, not counted here.
     """
     check_method(method)
+    if sharding not in SHARDING:
+        raise ValueError(f"unknown sharding {sharding!r}; choose one of {tuple(SHARDING)}")
+    if not (isinstance(n_devices, int) and n_devices >= 1):
+        raise ValueError(f"n_devices must be a positive integer (the number of GPUs or processes), got {n_devices!r}")
     if precision not in PRECISION_BYTES:
         raise ValueError(f"unknown precision {precision!r}; choose one of {tuple(PRECISION_BYTES)}")
     if not (isinstance(seq_len, int) and seq_len > 0 and isinstance(batch_size, int) and batch_size > 0):
@@ -394,8 +413,14 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
     act_precision = "fp32" if method == "qlora" else precision
     activations = activation_bytes(shape, method, seq_len, batch_size, act_precision, gradient_checkpointing,
                                    lora_r, target_modules)
-    return MemoryBreakdown(weights=int(weights), gradients=int(gradients), optimizer=int(optimizer_state),
-                           activations=int(activations))
+    buckets = {"weights": weights, "gradients": gradients, "optimizer": optimizer_state}
+    if method == "full" and mixed_precision and sharding.startswith("zero"):  # DeepSpeed: master weights in the optimizer
+        n = shape.num_params()
+        buckets = {"weights": n * 2 + buffers, "gradients": n * 2, "optimizer": optimizer_state + n * 4}
+    for bucket in SHARDING[sharding]:
+        buckets[bucket] = math.ceil(buckets[bucket] / n_devices)
+    return MemoryBreakdown(weights=int(buckets["weights"]), gradients=int(buckets["gradients"]),
+                           optimizer=int(buckets["optimizer"]), activations=int(activations))
 
 
 def estimate_peak(estimate: MemoryBreakdown, config, *, seq_len: int, batch_size: int) -> int:
