@@ -20,6 +20,10 @@ KNOWN_CONFIGS: dict[str, dict] = {
     "HuggingFaceTB/SmolLM2-135M": dict(  # 134.5M params
         model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
         num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True, max_position_embeddings=8192),
+    "meta-llama/Llama-3.2-1B": dict(  # 1.24B
+        model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True,
+        max_position_embeddings=131072),
     "Qwen/Qwen2.5-0.5B": dict(  # 0.49B
         model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
         num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=32768),

@@ -32,7 +32,10 @@ sys.path.insert(0, str(ROOT))
 def parse_args(argv=None):
     """Command-line options; the defaults are the CI sizes."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="tiny-random", help="a built-in name (smollm2-135m, tiny-random) or a hub id")
+    p.add_argument("--model", default="tiny-random",
+                   help="a built-in name (smollm2-135m, tiny-random), a hub id or a local model folder")
+    p.add_argument("--data", help="a .pt file of packed token ids (n_blocks, seq_len), as ftkit.scaling.run_sharded "
+                                  "writes it; default: pack the course data here (imports ftkit: slower to start)")
     p.add_argument("--out", required=True, help="folder for metrics.json and the gathered model (model/)")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=4, help="GLOBAL batch: split evenly over the processes")
@@ -62,22 +65,6 @@ def make_accelerator():
         accelerator.state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
         accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* variables
     return accelerator
-
-
-def packed_blocks(tokenizer, seq_len: int, n_blocks: int, seed: int) -> torch.Tensor:
-    """(n_blocks, seq_len) token ids: course conversations in the chat template, concatenated and cut into blocks."""
-    import ftkit
-
-    rows = ftkit.load_course_dataset(n_train=n_blocks * seq_len // 20 + 16, n_validation=1, n_test=1,
-                                     n_heldout=1, seed=seed)["train"]
-    ids = []
-    for row in rows:
-        ids += tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=False)
-        if len(ids) >= n_blocks * seq_len:
-            break
-    if len(ids) < n_blocks * seq_len:
-        raise ValueError(f"not enough course text for {n_blocks} blocks of {seq_len} tokens; use fewer steps")
-    return torch.tensor(ids[: n_blocks * seq_len]).view(n_blocks, seq_len)
 
 
 def local_bytes(tensors) -> int:
@@ -117,10 +104,7 @@ def save_plain(config, state_dict: dict, folder: Path) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     from accelerate.utils import DistributedType, gather_object, set_seed
-    from transformers import AutoModelForCausalLM
-
-    import ftkit
-    from ftkit.models import model_path
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     accelerator = make_accelerator()
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -128,8 +112,18 @@ def main(argv=None) -> None:
         raise SystemExit(f"--batch-size {args.batch_size} is the global batch and must split evenly over "
                          f"{world} processes; use a multiple of {world}.")
     set_seed(args.seed)
-    path = model_path(args.model)
-    tokenizer = ftkit.load_tokenizer(args.model)
+    n_blocks = args.steps * args.batch_size
+    if args.data:
+        path, blocks = args.model, torch.load(args.data)
+        if tuple(blocks.shape) != (n_blocks, args.seq_len):
+            raise SystemExit(f"{args.data} holds {tuple(blocks.shape)} token ids; this run needs ({n_blocks}, "
+                             f"{args.seq_len}) = (steps x batch size, seq len)")
+    else:  # standalone: the course data packed here, the model by its ftkit name (imports ftkit: slower to start)
+        from ftkit.models import model_path
+        from ftkit.scaling import packed_blocks
+
+        path = args.model if Path(args.model).is_dir() else model_path(args.model)
+        blocks = packed_blocks(path, args.seq_len, n_blocks, args.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     n_params = sum(p.numel() for p in model.parameters())
     buffers = full_bytes(model.buffers())  # rotary frequencies: FSDP leaves buffers whole on every process
@@ -140,7 +134,6 @@ def main(argv=None) -> None:
     sharded = {"params": local_bytes(model.parameters()), "buffers": buffers}
     sharded["weights"], unsharded["weights"] = sharded["params"] + buffers, unsharded["params"] + buffers
 
-    blocks = packed_blocks(tokenizer, args.seq_len, args.steps * args.batch_size, args.seed)
     per_rank = args.batch_size // world
     losses, my_losses, step_times = [], [], []
     model.train()
@@ -172,7 +165,7 @@ def main(argv=None) -> None:
         if accelerator.is_main_process:
             saved = out / "model"
             save_plain(accelerator.unwrap_model(model).config, state_dict, saved)
-            tokenizer.save_pretrained(saved)
+            AutoTokenizer.from_pretrained(path).save_pretrained(saved)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         metrics = {

@@ -121,7 +121,7 @@ def test_count_parameters_and_weight_dtypes(fp32_model):
 
 # Published parameter counts (model cards / Hub "Model size"), and an exact count from a meta-device model.
 PUBLISHED = {
-    "HuggingFaceTB/SmolLM2-135M": 134.5e6, "Qwen/Qwen2.5-0.5B": 0.494e9, "Qwen/Qwen2.5-1.5B": 1.54e9,
+    "HuggingFaceTB/SmolLM2-135M": 134.5e6, "meta-llama/Llama-3.2-1B": 1.24e9, "Qwen/Qwen2.5-0.5B": 0.494e9, "Qwen/Qwen2.5-1.5B": 1.54e9,
     "Qwen/Qwen2.5-7B": 7.61e9, "mistralai/Mistral-7B-v0.1": 7.24e9, "meta-llama/Llama-2-7b-hf": 6.74e9,
     "meta-llama/Llama-2-13b-hf": 13.0e9, "meta-llama/Llama-2-70b-hf": 69.0e9, "meta-llama/Meta-Llama-3-70B": 70.6e9,
 }
