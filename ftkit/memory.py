@@ -222,21 +222,22 @@ def nf4_bytes(n: int, double_quant: bool = True, blocksize: int = 64) -> float:
 NF4_TENSOR_CONSTANTS = {True: 16 * 4 + 4 + 256 * 4, False: 16 * 4}
 
 
-def _targets(target_modules) -> tuple[str, ...]:
+def _targets(target_modules, shape: ModelShape | None = None) -> tuple[str, ...]:
+    names = tuple(shape.linears()) if shape is not None else LINEAR_NAMES
     if target_modules == "all-linear":
-        return LINEAR_NAMES
+        return names
     if isinstance(target_modules, str):
         target_modules = [target_modules]
-    unknown = set(target_modules) - set(LINEAR_NAMES)
+    unknown = set(target_modules) - set(names)
     if unknown:
-        raise ValueError(f"unknown target_modules {sorted(unknown)}; choose from {LINEAR_NAMES} or 'all-linear'")
+        raise ValueError(f"unknown target_modules {sorted(unknown)}; choose from {names} or 'all-linear'")
     return tuple(target_modules)
 
 
 def lora_params(shape: ModelShape, r: int = 16, target_modules="all-linear") -> int:
     """LoRA parameters: r * (d_in + d_out) per targeted linear layer, all layers."""
     linears = shape.linears()
-    return shape.layers * sum(r * sum(linears[name]) for name in _targets(target_modules))
+    return shape.layers * sum(r * sum(linears[name]) for name in _targets(target_modules, shape))
 
 
 def trainable_tensors(shape: ModelShape, method: str, lora_r: int = 16, target_modules="all-linear") -> list[int]:
@@ -251,7 +252,7 @@ def trainable_tensors(shape: ModelShape, method: str, lora_r: int = 16, target_m
             per_layer += [shape.head_dim, shape.head_dim]
         return embed + per_layer * shape.layers + [shape.hidden]
     per_layer = []
-    for name in _targets(target_modules):
+    for name in _targets(target_modules, shape):
         d_in, d_out = linears[name]
         per_layer += [lora_r * d_in, d_out * lora_r]
     return per_layer * shape.layers
@@ -299,7 +300,7 @@ def layer_activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_s
     T, s, p, a = batch_size * seq_len, seq_len, PRECISION_BYTES[precision], 4
     h, i, r = shape.hidden, shape.intermediate, lora_r
     linears = shape.linears()
-    q, kv = linears["q_proj"][1], linears["k_proj"][1]
+    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
 
     norm = T * h * 4 + T * 4
     attention = T * (2 * q + 2 * kv) * p + batch_size * shape.heads * s * 4
@@ -309,20 +310,29 @@ def layer_activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_s
         k_norm = T * kv * 4 + T * shape.kv_heads * 4 + (T * kv * p if method == "full" else 0)
         attention += q_norm + k_norm
     if method == "full":
-        norms = 2 * (norm + T * h * p)
+        norms = 2 * (norm + norm_output_bytes(shape, T, p))
         inputs = T * h * p + T * h * p + T * i * p
+        if shape.fused:  # Phi-3 reshapes the attention output into a new tensor: o_proj saves it separately
+            inputs += T * q * p
     else:
-        targets = _targets(target_modules)
-        norms = 2 * norm
+        targets = _targets(target_modules, shape)
+        norms = 2 * (norm + (h * 4 if shape.gemma_norm else 0))  # Gemma: the fp32 (1 + w) for the input's gradient
         inputs = len(targets) * T * r * a
         if p == a:  # fp32: the cast is a no-op, layers sharing an input share the saved tensor
-            groups = [("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",)]
-            for group in groups:
-                if any(name in targets for name in group) and group != ("o_proj",):
+            for group in shape.input_groups():
+                if any(name in targets for name in group) and (group != ("o_proj",) or shape.fused):
                     inputs += T * linears[group[0]][0] * a
         else:
             inputs += sum(T * linears[name][0] * a for name in targets)
     return norms + inputs + attention + mlp
+
+
+def norm_output_bytes(shape: ModelShape, tokens: int, p: int) -> int:
+    """What a trainable RMSNorm saves for its weight's gradient: the normed input in the compute dtype (Llama);
+    Gemma multiplies in fp32 by (1 + w), so it saves the fp32 normed input and the fp32 (1 + w)."""
+    if shape.gemma_norm:
+        return tokens * shape.hidden * 4 + shape.hidden * 4
+    return tokens * shape.hidden * p
 
 
 def activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: int, precision: str = "bf16",
@@ -341,7 +351,7 @@ def activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: i
     T, p, h = batch_size * seq_len, PRECISION_BYTES[precision], shape.hidden
     norm = T * h * 4 + T * 4
     if method == "full":
-        head = norm + T * h * p + T * h * p + T * 8  # final norm, lm_head input, token ids (embedding)
+        head = norm + norm_output_bytes(shape, T, p) + T * h * p + T * 8  # final norm, lm_head input, token ids
     else:
         head = 0  # final norm (+norm) minus layer 0's first norm (-norm): its input, the frozen embedding
     once = 2 * seq_len * shape.head_dim * p + head + T * shape.vocab * 4 + T * 8 + 4  # + labels (int64), loss
@@ -389,7 +399,7 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
         raise ValueError(f"seq_len and batch_size must be positive integers, got {seq_len!r}, {batch_size!r}")
     shape = config if isinstance(config, ModelShape) else model_shape(config)
     nbytes = PRECISION_BYTES[precision]
-    buffers = 2 * (shape.head_dim // 2) * 4  # rotary inv_freq + original_inv_freq, fp32
+    buffers = shape.buffer_bytes(4 if method == "full" and mixed_precision else nbytes)
     sizes = trainable_tensors(shape, method, lora_r, target_modules)
     trainable = sum(sizes)
 
