@@ -15,6 +15,7 @@ One flat module per concern; everything a notebook needs is importable from here
     sweep     - one hyperparameter at a time: sweeps, the explorer widget, chapter 2's verdicts
     checks    - exercise checks that say what is wrong
     colab     - the capstone's recipe, memory plan, Drive checkpoints, live loss plot, adapter keeping
+    scaling   - full fine-tuning sharded over processes (FSDP via accelerate): launch, compare, the ZeRO arithmetic
     plots     - loss curves, schedules, bar charts (ax=None in, Axes out)
     doctor    - check the machine, each problem with its fix
     notebooks - Colab badges, install cells, notebook hygiene
@@ -50,6 +51,7 @@ _EXPORTS = {
                "load_base", "load_model", "load_tokenizer", "model_path", "nf4_config", "torch_dtype"],
     "plots": ["plot_bars", "plot_losses", "plot_lr", "plot_stacked"],
     "profiles": ["PROFILES", "Profile", "get_profile"],
+    "scaling": ["scaling", "run_sharded", "sharding_table"],
     "quant": ["absmax_dequantize", "absmax_quantize", "bnb_nf4_roundtrip", "compare_with_bnb", "double_quant_bits",
               "nf4_dequantize", "nf4_levels", "nf4_quantize", "reconstruction_error", "uniform_levels"],
     "sweep": ["SweepResult", "accumulation_check", "alpha_verdicts", "answer_batch", "baseline_loss", "batch_verdicts",
@@ -58,7 +60,7 @@ _EXPORTS = {
     "train": ["Result", "build_trainer", "dir_bytes", "eval_loss", "evaluate_task", "generate_answers", "history_of",
               "run_experiment"],
 }
-_SUBMODULES = ("checks", "colab")  # public as namespaces: ftkit.checks.check_number, ftkit.colab.plan_memory
+_SUBMODULES = ("checks", "colab", "scaling")  # public as namespaces: ftkit.checks.check_number, ftkit.colab.plan_memory
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted([*_MODULE_OF, "doctor", "sweep"])
 

@@ -222,21 +222,22 @@ def nf4_bytes(n: int, double_quant: bool = True, blocksize: int = 64) -> float:
 NF4_TENSOR_CONSTANTS = {True: 16 * 4 + 4 + 256 * 4, False: 16 * 4}
 
 
-def _targets(target_modules) -> tuple[str, ...]:
+def _targets(target_modules, shape: ModelShape | None = None) -> tuple[str, ...]:
+    names = tuple(shape.linears()) if shape is not None else LINEAR_NAMES
     if target_modules == "all-linear":
-        return LINEAR_NAMES
+        return names
     if isinstance(target_modules, str):
         target_modules = [target_modules]
-    unknown = set(target_modules) - set(LINEAR_NAMES)
+    unknown = set(target_modules) - set(names)
     if unknown:
-        raise ValueError(f"unknown target_modules {sorted(unknown)}; choose from {LINEAR_NAMES} or 'all-linear'")
+        raise ValueError(f"unknown target_modules {sorted(unknown)}; choose from {names} or 'all-linear'")
     return tuple(target_modules)
 
 
 def lora_params(shape: ModelShape, r: int = 16, target_modules="all-linear") -> int:
     """LoRA parameters: r * (d_in + d_out) per targeted linear layer, all layers."""
     linears = shape.linears()
-    return shape.layers * sum(r * sum(linears[name]) for name in _targets(target_modules))
+    return shape.layers * sum(r * sum(linears[name]) for name in _targets(target_modules, shape))
 
 
 def trainable_tensors(shape: ModelShape, method: str, lora_r: int = 16, target_modules="all-linear") -> list[int]:
@@ -251,7 +252,7 @@ def trainable_tensors(shape: ModelShape, method: str, lora_r: int = 16, target_m
             per_layer += [shape.head_dim, shape.head_dim]
         return embed + per_layer * shape.layers + [shape.hidden]
     per_layer = []
-    for name in _targets(target_modules):
+    for name in _targets(target_modules, shape):
         d_in, d_out = linears[name]
         per_layer += [lora_r * d_in, d_out * lora_r]
     return per_layer * shape.layers
@@ -299,7 +300,7 @@ def layer_activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_s
     T, s, p, a = batch_size * seq_len, seq_len, PRECISION_BYTES[precision], 4
     h, i, r = shape.hidden, shape.intermediate, lora_r
     linears = shape.linears()
-    q, kv = linears["q_proj"][1], linears["k_proj"][1]
+    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
 
     norm = T * h * 4 + T * 4
     attention = T * (2 * q + 2 * kv) * p + batch_size * shape.heads * s * 4
@@ -309,20 +310,29 @@ def layer_activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_s
         k_norm = T * kv * 4 + T * shape.kv_heads * 4 + (T * kv * p if method == "full" else 0)
         attention += q_norm + k_norm
     if method == "full":
-        norms = 2 * (norm + T * h * p)
+        norms = 2 * (norm + norm_output_bytes(shape, T, p))
         inputs = T * h * p + T * h * p + T * i * p
+        if shape.fused:  # Phi-3 reshapes the attention output into a new tensor: o_proj saves it separately
+            inputs += T * q * p
     else:
-        targets = _targets(target_modules)
-        norms = 2 * norm
+        targets = _targets(target_modules, shape)
+        norms = 2 * (norm + (h * 4 if shape.gemma_norm else 0))  # Gemma: the fp32 (1 + w) for the input's gradient
         inputs = len(targets) * T * r * a
         if p == a:  # fp32: the cast is a no-op, layers sharing an input share the saved tensor
-            groups = [("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",)]
-            for group in groups:
-                if any(name in targets for name in group) and group != ("o_proj",):
+            for group in shape.input_groups():
+                if any(name in targets for name in group) and (group != ("o_proj",) or shape.fused):
                     inputs += T * linears[group[0]][0] * a
         else:
             inputs += sum(T * linears[name][0] * a for name in targets)
     return norms + inputs + attention + mlp
+
+
+def norm_output_bytes(shape: ModelShape, tokens: int, p: int) -> int:
+    """What a trainable RMSNorm saves for its weight's gradient: the normed input in the compute dtype (Llama);
+    Gemma multiplies in fp32 by (1 + w), so it saves the fp32 normed input and the fp32 (1 + w)."""
+    if shape.gemma_norm:
+        return tokens * shape.hidden * 4 + shape.hidden * 4
+    return tokens * shape.hidden * p
 
 
 def activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: int, precision: str = "bf16",
@@ -341,7 +351,7 @@ def activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: i
     T, p, h = batch_size * seq_len, PRECISION_BYTES[precision], shape.hidden
     norm = T * h * 4 + T * 4
     if method == "full":
-        head = norm + T * h * p + T * h * p + T * 8  # final norm, lm_head input, token ids (embedding)
+        head = norm + norm_output_bytes(shape, T, p) + T * h * p + T * 8  # final norm, lm_head input, token ids
     else:
         head = 0  # final norm (+norm) minus layer 0's first norm (-norm): its input, the frozen embedding
     once = 2 * seq_len * shape.head_dim * p + head + T * shape.vocab * 4 + T * 8 + 4  # + labels (int64), loss
@@ -350,11 +360,18 @@ def activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: i
     return shape.layers * layer + once
 
 
+# What each data-parallel scheme splits over the devices (ZeRO paper, Rajbhandari et al. 2020, sec. 5):
+# ZeRO-1 the optimizer state, ZeRO-2 also the gradients, ZeRO-3 also the weights. PyTorch FSDP's full shard
+# (FSDP2 fully_shard, FSDP1 FULL_SHARD) is ZeRO-3. "none" / "ddp": every device holds everything.
+SHARDING = {"none": (), "ddp": (), "zero1": ("optimizer",), "zero2": ("optimizer", "gradients"),
+            "zero3": ("optimizer", "gradients", "weights"), "fsdp": ("optimizer", "gradients", "weights")}
+
+
 def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optimizer: str = "adamw_torch",
                     precision: str = "bf16", gradient_checkpointing: bool = False, lora_r: int = 16,
                     target_modules="all-linear", double_quant: bool = True,
-                    mixed_precision: bool = False) -> MemoryBreakdown:
-    """Predict training memory from a config, from first principles (see the module docstring).
+                    mixed_precision: bool = False, n_devices: int = 1, sharding: str = "none") -> MemoryBreakdown:
+    """Predict training memory from a config, from first principles (see the module docstring); per device.
 
     precision: weight + compute dtype for "full" and "lora"; compute dtype for "qlora" (whose
     non-quantized weights are fp32 after prepare_model_for_kbit_training). Full FT keeps weights, gradients and AdamW moments in
@@ -362,15 +379,27 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
     (full only) is torch AMP: fp32 weights, gradients and moments, 4+4+8 = 16 B/param, the
     mixed-precision Adam figure of the ZeRO paper; its activations are not calibrated (autocast
     also saves 16-bit copies of the weights).
+
+    n_devices, sharding: data parallelism over n_devices with one of SHARDING; batch_size is per device, so
+    activations are per device and never sharded. "fsdp" divides weights, gradients and optimizer state as they are
+    (FSDP keeps its shards in fp32 under mixed precision: 16/N B/param). "zero1"/"zero2"/"zero3" with
+    mixed_precision=True use DeepSpeed's layout from the ZeRO paper: 16-bit weights (2), 16-bit gradients (2) and an
+    optimizer state of 12 B/param (fp32 master weights + two moments), so ZeRO-1 is 2 + 2 + 12/N. Checked against
+    the per-process bytes of a real 2-process FSDP run in tests/test_scaling.py; peaks add the all-gathered
+    weights of the layer being computed, not counted here.
     """
     check_method(method)
+    if sharding not in SHARDING:
+        raise ValueError(f"unknown sharding {sharding!r}; choose one of {tuple(SHARDING)}")
+    if not (isinstance(n_devices, int) and n_devices >= 1):
+        raise ValueError(f"n_devices must be a positive integer (the number of GPUs or processes), got {n_devices!r}")
     if precision not in PRECISION_BYTES:
         raise ValueError(f"unknown precision {precision!r}; choose one of {tuple(PRECISION_BYTES)}")
     if not (isinstance(seq_len, int) and seq_len > 0 and isinstance(batch_size, int) and batch_size > 0):
         raise ValueError(f"seq_len and batch_size must be positive integers, got {seq_len!r}, {batch_size!r}")
     shape = config if isinstance(config, ModelShape) else model_shape(config)
     nbytes = PRECISION_BYTES[precision]
-    buffers = 2 * (shape.head_dim // 2) * 4  # rotary inv_freq + original_inv_freq, fp32
+    buffers = shape.buffer_bytes(4 if method == "full" and mixed_precision else nbytes)
     sizes = trainable_tensors(shape, method, lora_r, target_modules)
     trainable = sum(sizes)
 
@@ -394,8 +423,14 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
     act_precision = "fp32" if method == "qlora" else precision
     activations = activation_bytes(shape, method, seq_len, batch_size, act_precision, gradient_checkpointing,
                                    lora_r, target_modules)
-    return MemoryBreakdown(weights=int(weights), gradients=int(gradients), optimizer=int(optimizer_state),
-                           activations=int(activations))
+    buckets = {"weights": weights, "gradients": gradients, "optimizer": optimizer_state}
+    if method == "full" and mixed_precision and sharding.startswith("zero"):  # DeepSpeed: master weights in the optimizer
+        n = shape.num_params()
+        buckets = {"weights": n * 2 + buffers, "gradients": n * 2, "optimizer": optimizer_state + n * 4}
+    for bucket in SHARDING[sharding]:
+        buckets[bucket] = math.ceil(buckets[bucket] / n_devices)
+    return MemoryBreakdown(weights=int(buckets["weights"]), gradients=int(buckets["gradients"]),
+                           optimizer=int(buckets["optimizer"]), activations=int(activations))
 
 
 def estimate_peak(estimate: MemoryBreakdown, config, *, seq_len: int, batch_size: int) -> int:

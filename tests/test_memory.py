@@ -64,6 +64,28 @@ TINY = {  # small versions of the other supported families: Qwen2 (q/k/v biases)
 }
 
 
+# Gemma (RMSNorm times (1 + w) in fp32, scaled embeddings, GELU) and Phi-3 (fused qkv_proj / gate_up_proj)
+EXACT_FAMILIES = {
+    "gemma": dict(model_type="gemma", vocab_size=4096, hidden_size=512, intermediate_size=1024, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=1, head_dim=128, tie_word_embeddings=True),
+    "phi3": dict(model_type="phi3", vocab_size=4096, hidden_size=512, intermediate_size=1024, num_hidden_layers=2,
+                 num_attention_heads=8, num_key_value_heads=4, tie_word_embeddings=False, pad_token_id=0),
+}
+
+
+@pytest.mark.parametrize("family,method,precision", [
+    ("gemma", "full", "bf16"), ("gemma", "lora", "fp32"), ("gemma", "qlora", "bf16"),
+    ("phi3", "full", "fp32"), ("phi3", "lora", "bf16"), ("phi3", "qlora", "bf16"),
+])
+def test_estimate_is_exact_on_gemma_and_phi3(family, method, precision):
+    """All four buckets equal to the byte (random-init, CPU), like Llama, Qwen2 and Mistral."""
+    cfg = EXACT_FAMILIES[family]
+    model = M.random_model(cfg, method, precision=precision, seed=3)
+    measured = M.measure_memory(model, M.random_batch(cfg["vocab_size"], 64, BATCH))
+    est = M.estimate_memory(cfg, method, seq_len=64, batch_size=BATCH, precision=precision)
+    assert measured.as_dict() == est.as_dict()
+
+
 @pytest.mark.parametrize("family,method", [("qwen2", "qlora"), ("mistral", "full"), ("qwen3", "full"), ("qwen3", "lora")])
 def test_estimate_matches_other_families(family, method):
     cfg = TINY[family]
@@ -121,9 +143,10 @@ def test_count_parameters_and_weight_dtypes(fp32_model):
 
 # Published parameter counts (model cards / Hub "Model size"), and an exact count from a meta-device model.
 PUBLISHED = {
-    "HuggingFaceTB/SmolLM2-135M": 134.5e6, "Qwen/Qwen2.5-0.5B": 0.494e9, "Qwen/Qwen2.5-1.5B": 1.54e9,
+    "HuggingFaceTB/SmolLM2-135M": 134.5e6, "meta-llama/Llama-3.2-1B": 1.24e9, "Qwen/Qwen2.5-0.5B": 0.494e9, "Qwen/Qwen2.5-1.5B": 1.54e9,
     "Qwen/Qwen2.5-7B": 7.61e9, "mistralai/Mistral-7B-v0.1": 7.24e9, "meta-llama/Llama-2-7b-hf": 6.74e9,
-    "meta-llama/Llama-2-13b-hf": 13.0e9, "meta-llama/Llama-2-70b-hf": 69.0e9, "meta-llama/Meta-Llama-3-70B": 70.6e9,
+    "meta-llama/Llama-2-13b-hf": 13.0e9, "google/gemma-2b": 2.51e9, "google/gemma-7b": 8.54e9,
+    "microsoft/Phi-3-mini-4k-instruct": 3.82e9, "microsoft/Phi-3-medium-4k-instruct": 14.0e9, "meta-llama/Llama-2-70b-hf": 69.0e9, "meta-llama/Meta-Llama-3-70B": 70.6e9,
 }
 
 
@@ -133,7 +156,7 @@ def test_known_config_param_counts(name):
 
 
 @pytest.mark.parametrize("config", [
-    "Qwen/Qwen2.5-0.5B", "mistralai/Mistral-7B-v0.1",
+    "Qwen/Qwen2.5-0.5B", "mistralai/Mistral-7B-v0.1", "google/gemma-2b", "microsoft/Phi-3-mini-4k-instruct",
     dict(model_type="qwen3", vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
          num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=False),
 ])
@@ -198,8 +221,13 @@ def test_clear_errors():
         M.estimate_memory(SMOL, "lora", seq_len=64, batch_size=1, optimizer="sgd")
     with pytest.raises(ValueError, match="target_modules"):
         M.estimate_memory(SMOL, "lora", seq_len=64, batch_size=1, target_modules=["qkv"])
-    with pytest.raises(ValueError, match="model_type"):
+    with pytest.raises(ValueError, match="model_type") as err:
         M.model_shape(dict(SMOL, model_type="gpt2"))
+    assert "gemma" in str(err.value) and "phi3" in str(err.value)  # the message lists the covered families
+    with pytest.raises(ValueError, match="rope_scaling"):
+        M.model_shape(dict(EXACT_FAMILIES["phi3"], rope_scaling={"type": "longrope"}))
+    with pytest.raises(ValueError, match="target_modules"):  # Phi-3 has no q_proj: its names are fused
+        M.estimate_memory(EXACT_FAMILIES["phi3"], "lora", seq_len=64, batch_size=1, target_modules=["q_proj"])
 
 
 def test_load_config(tmp_path, monkeypatch):

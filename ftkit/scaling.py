@@ -1,0 +1,220 @@
+"""Full fine-tuning over several devices: launch scripts/fsdp_finetune.py, read what it measured, do the sharding arithmetic.
+
+Used in notebooks/04_scaling_out and tests/test_scaling.py. The training itself is in the script (PyTorch FSDP through
+accelerate); this module only starts it the way a learner would type it, and compares runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .configs import model_shape
+from .memory import GB, SHARDING, estimate_memory
+from .models import model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "fsdp_finetune.py"
+CPU_CONFIG = ROOT / "configs" / "accelerate" / "fsdp_cpu_2proc.yaml"
+# Output lines of the script worth showing live; the rest (library warnings) is kept for error messages.
+PROGRESS_PREFIXES = ("step ",)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for the processes' rendezvous (two runs at once must not share one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_command(n_processes: int, script_args: list[str], config: Path = CPU_CONFIG) -> list[str]:
+    """The command line: `accelerate launch --config_file CONFIG ...` for several processes, plain python for one.
+
+    One process runs the script without any launcher: no process group, no FSDP, the whole model in one place.
+    `python -m accelerate.commands.launch` is the `accelerate launch` command of this very Python environment.
+    """
+    if not (isinstance(n_processes, int) and n_processes >= 1):
+        raise ValueError(f"n_processes must be a positive integer, got {n_processes!r}")
+    if n_processes == 1:
+        return [sys.executable, str(SCRIPT), *script_args]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+            "--num_processes", str(n_processes), "--main_process_port", str(free_port()), str(SCRIPT), *script_args]
+
+
+def run_sharded(model: str = "tiny-random", *, n_processes: int = 2, steps: int = 4, batch_size: int = 4,
+                seq_len: int = 64, lr: float = 1e-4, output_dir=None, save: bool = True, timeout: float = 900,
+                progress: bool = True, config: Path = CPU_CONFIG) -> dict:
+    """Run scripts/fsdp_finetune.py in n_processes (FSDP) or one plain process; return its metrics.json as a dict.
+
+    batch_size is the GLOBAL batch (each process trains on batch_size / n_processes rows). Adds "command",
+    "wall_time_s" and "output_dir". Raises RuntimeError with the end of the output if the run fails.
+    """
+    import torch
+
+    out = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix=f"fsdp-{n_processes}proc-"))
+    out.mkdir(parents=True, exist_ok=True)
+    path = model_path(model)
+    # the data are packed here, once, so the processes need not import ftkit (seconds saved per process)
+    torch.save(packed_blocks(path, seq_len, steps * batch_size), out / "blocks.pt")
+    args = ["--model", path, "--data", str(out / "blocks.pt"), "--out", str(out), "--steps", str(steps),
+            "--batch-size", str(batch_size), "--seq-len", str(seq_len), "--lr", str(lr)] + ([] if save else ["--no-save"])
+    cmd = launch_command(n_processes, args, config)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    if n_processes == 1:
+        env.setdefault("OMP_NUM_THREADS", "1")  # as the launcher gives each process: a fair comparison of step times
+    if config == CPU_CONFIG:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes even where one GPU is visible (two ranks cannot share it)
+    if progress:
+        print(f"$ {' '.join(Path(c).name if c == sys.executable else c for c in cmd)}", flush=True)
+    start, lines = time.perf_counter(), []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          cwd=ROOT) as proc:
+        try:
+            for line in proc.stdout:
+                lines.append(line.rstrip())
+                if progress and line.startswith(PROGRESS_PREFIXES):
+                    print("  " + line.rstrip(), flush=True)
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    metrics_file = out / "metrics.json"
+    if proc.returncode != 0 or not metrics_file.exists():
+        tail = "\n".join(lines[-40:])
+        raise RuntimeError(f"the {n_processes}-process run failed (exit code {proc.returncode}). Its last lines:\n{tail}")
+    metrics = json.loads(metrics_file.read_text())
+    metrics.update(command=cmd, wall_time_s=time.perf_counter() - start, output_dir=str(out))
+    return metrics
+
+
+def packed_blocks(model_dir, seq_len: int, n_blocks: int, seed: int = 0):
+    """(n_blocks, seq_len) token ids: course conversations in the model's chat template, concatenated and cut.
+
+    Packing gives every row exactly seq_len tokens, so every process of a sharded run sees as many tokens as the
+    others and the mean of their losses is the loss of the whole global batch."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from .data import load_course_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows = load_course_dataset(n_train=n_blocks * seq_len // 20 + 16, n_validation=1, n_test=1, n_heldout=1,
+                               seed=seed)["train"]
+    ids = []
+    for row in rows:
+        ids += tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=False)
+        if len(ids) >= n_blocks * seq_len:
+            break
+    if len(ids) < n_blocks * seq_len:
+        raise ValueError(f"not enough course text for {n_blocks} blocks of {seq_len} tokens; use fewer steps")
+    return torch.tensor(ids[: n_blocks * seq_len]).view(n_blocks, seq_len)
+
+
+def loss_gap(run_a: dict, run_b: dict) -> float:
+    """Largest |loss_a - loss_b| over the steps of two runs (they must have the same number of steps)."""
+    a, b = run_a["losses"], run_b["losses"]
+    if len(a) != len(b):
+        raise ValueError(f"the runs have {len(a)} and {len(b)} steps; compare runs of the same length")
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
+def per_process(run: dict, bucket: str = "weights") -> list[int]:
+    """Bytes of one bucket (weights, params, grads, optimizer) held by each process of a run, rank order."""
+    return [row[bucket] for row in run["per_process_bytes"]]
+
+
+def sharding_table(models: dict, device_counts=(1, 2, 4, 8, 16, 32, 64), stages=("none", "zero1", "zero2", "zero3"),
+                   *, seq_len: int = 0, batch_size: int = 1, **estimate_kwargs) -> list[dict]:
+    """Per-device GiB of full fine-tuning with mixed-precision AdamW (16 B/param), for each model, stage and N.
+
+    models: {label: config or KNOWN_CONFIGS name}. seq_len=0 leaves activations out (they depend on the batch
+    and on checkpointing, not on sharding); give a seq_len to include them. Extra kwargs go to estimate_memory.
+    """
+    for stage in stages:
+        if stage not in SHARDING:
+            raise ValueError(f"unknown stage {stage!r}; choose from {tuple(SHARDING)}")
+    rows = []
+    for label, config in models.items():
+        shape = model_shape(config)
+        for stage in stages:
+            for n in device_counts:
+                est = estimate_memory(shape, "full", seq_len=max(seq_len, 1), batch_size=batch_size,
+                                      mixed_precision=True, n_devices=n, sharding=stage, **estimate_kwargs)
+                states = est.weights + est.gradients + est.optimizer
+                rows.append({"model": label, "params_b": shape.num_params() / 1e9, "sharding": stage,
+                             "n_devices": n, "gib": (states + (est.activations if seq_len else 0)) / GB,
+                             "bytes_per_param": states / shape.num_params()})
+    return rows
+
+
+def smallest_n(rows: list[dict], model: str, sharding: str, gib_per_device: float) -> int | None:
+    """The fewest devices on which a model's states fit in gib_per_device with one sharding (None: not even 64)."""
+    fits = [r["n_devices"] for r in rows if r["model"] == model and r["sharding"] == sharding
+            and r["gib"] <= gib_per_device]
+    return min(fits) if fits else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts (printed with ftkit.verdict; tests/test_scaling.py flips each one with made-up numbers)
+# ---------------------------------------------------------------------------------------------
+
+LOSS_TOLERANCE = 1e-4  # fp32: the same sums in another order differ by ~1e-6; a wrong batch split moves loss by >1e-2
+SHARD_TOLERANCE = 0.01  # FSDP pads a tensor whose first dimension does not split evenly: allow 1 % over 1/N
+
+
+def bytes_per_param(run: dict) -> float:
+    """Measured bytes of weights + gradients + optimizer state per parameter, all processes together."""
+    total = sum(row["weights"] + row["grads"] + row["optimizer"] for row in run["per_process_bytes"])
+    return total / run["n_params"]
+
+
+def sharding_holds(single: dict, sharded: dict, bucket: str = "weights") -> tuple[bool, str]:
+    """Does every process of the sharded run hold 1/N of what the single process holds (within SHARD_TOLERANCE)?"""
+    whole, n = per_process(single, bucket)[0], sharded["n_processes"]
+    parts = per_process(sharded, bucket)
+    worst = max(parts) / whole
+    holds = n > 1 and worst <= (1 + SHARD_TOLERANCE) / n
+    return holds, (f"{bucket}: one process holds {whole:,} bytes alone; with FSDP over {n} processes each holds "
+                   f"{', '.join(f'{p:,}' for p in parts)} = {worst:.4f} of it (1/{n} = {1 / n:.4f})")
+
+
+def loss_match_holds(single: dict, sharded: dict, tolerance: float = LOSS_TOLERANCE) -> tuple[bool, str]:
+    """Does the sharded run's loss curve equal the single-process one (same global batch) within `tolerance`?"""
+    gap = loss_gap(single, sharded)
+    ranks = [row["losses"] for row in sharded["per_process_bytes"]]
+    spread = max(abs(a - b) for a, b in zip(ranks[0], ranks[-1])) if len(ranks) > 1 else 0.0
+    detail = (f"{len(single['losses'])} steps, largest loss difference {gap:.2e} (tolerance {tolerance:.0e}), "
+              f"while the processes' own losses on their halves of each batch differ by up to {spread:.2e}")
+    return gap <= tolerance, detail
+
+
+def checkpoint_holds(max_weight_diff: float, tolerance: float = 1e-5) -> tuple[bool, str]:
+    """Does the gathered checkpoint (loaded with from_pretrained) equal the single-process model's weights?"""
+    return max_weight_diff <= tolerance, (f"from_pretrained loads the gathered folder; its weights differ from the "
+                                          f"single-process model's by at most {max_weight_diff:.1e} "
+                                          f"(tolerance {tolerance:.0e})")
+
+
+def sixteen_bytes_holds(single: dict) -> tuple[bool, str]:
+    """Is full fine-tuning with fp32 AdamW states 16 bytes per parameter before activations (ZeRO paper, sec. 3.1)?"""
+    measured = bytes_per_param(single)
+    return abs(measured - 16) < 0.1, (f"measured {measured:.3f} bytes per parameter for weights + gradients + AdamW's "
+                                      f"two moments (4 + 4 + 8)")
+
+
+def max_weight_diff(folder_a, folder_b) -> float:
+    """Largest |difference| between the weights of two saved model folders (loaded with from_pretrained)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    a = AutoModelForCausalLM.from_pretrained(folder_a, dtype=torch.float32).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(folder_b, dtype=torch.float32).state_dict()
+    if a.keys() != b.keys():
+        raise ValueError(f"the two checkpoints hold different tensors: {sorted(a.keys() ^ b.keys())[:5]}")
+    return max((a[k] - b[k]).abs().max().item() for k in a)

@@ -1,0 +1,139 @@
+"""Chapter 4: full fine-tuning sharded with FSDP over 2 CPU processes (gloo), against one plain process.
+
+Both runs train the tiny test model on the same global batch of packed course text, launched as a learner would
+(`accelerate launch --config_file configs/accelerate/fsdp_cpu_2proc.yaml scripts/fsdp_finetune.py`, and plain python).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import ftkit
+from ftkit import scaling as S
+from ftkit.memory import GB
+from ftkit.models import model_path
+
+STEPS, BATCH, SEQ, LR = 4, 4, 64, 1e-3  # lr 1e-3: the tiny random model's loss moves visibly in 4 steps
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(single, sharded): metrics of a 1-process and a 2-process FSDP run, same global batch, both saved."""
+    kw = dict(steps=STEPS, batch_size=BATCH, seq_len=SEQ, lr=LR, progress=False)
+    single = S.run_sharded("tiny-random", n_processes=1, output_dir=tmp_path_factory.mktemp("single"), **kw)
+    sharded = S.run_sharded("tiny-random", n_processes=2, output_dir=tmp_path_factory.mktemp("fsdp"), **kw)
+    return single, sharded
+
+
+def test_two_processes_really_ran_fsdp(runs):
+    single, sharded = runs
+    assert (sharded["n_processes"], sharded["distributed_type"], sharded["fsdp_version"]) == (2, "FSDP", 2)
+    assert (single["n_processes"], single["distributed_type"]) == (1, "NO")
+    assert [row["rank"] for row in sharded["per_process_bytes"]] == [0, 1]
+
+
+@pytest.mark.parametrize("bucket", ["params", "grads", "optimizer"])
+def test_each_process_holds_half(runs, bucket):
+    single, sharded = runs
+    holds, detail = S.sharding_holds(single, sharded, bucket)
+    assert holds, detail
+    whole = single["per_process_bytes"][0][bucket]
+    assert whole == sharded["unsharded_bytes"][bucket]  # the 2-process run saw the same model whole before sharding
+    assert sum(S.per_process(sharded, bucket)) == pytest.approx(whole, rel=1e-3)  # halves, not two copies
+
+
+def test_estimator_predicts_the_per_process_bytes(runs):
+    """estimate_memory(..., n_devices=2, sharding="fsdp") against what each process measured."""
+    single, sharded = runs
+    cfg = model_path("tiny-random")
+    for run, kw in ((single, {}), (sharded, dict(n_devices=2, sharding="fsdp"))):
+        est = ftkit.estimate_memory(cfg, "full", seq_len=SEQ, batch_size=BATCH // run["n_processes"],
+                                    precision="fp32", **kw)
+        rank0 = run["per_process_bytes"][0]
+        assert est.weights == pytest.approx(rank0["weights"], rel=1e-3)
+        assert est.gradients == pytest.approx(rank0["grads"], rel=1e-3)
+        assert est.optimizer == pytest.approx(rank0["optimizer"], rel=1e-3)
+
+
+def test_sixteen_bytes_per_parameter(runs):
+    holds, detail = S.sixteen_bytes_holds(runs[0])
+    assert holds, detail
+
+
+def test_loss_curve_matches_single_process(runs):
+    single, sharded = runs
+    holds, detail = S.loss_match_holds(single, sharded)
+    assert holds, detail
+    assert single["losses"][-1] < single["losses"][0] - 0.01  # it trained (a broken loop would not move)
+    ranks = [row["losses"] for row in sharded["per_process_bytes"]]
+    # each process saw its own half of the batch: its loss is not the global one, their mean is
+    assert max(abs(a - b) for a, b in zip(*ranks)) > 10 * S.LOSS_TOLERANCE
+    for step, loss in enumerate(sharded["losses"]):
+        assert loss == pytest.approx((ranks[0][step] + ranks[1][step]) / 2, abs=1e-6)
+
+
+def test_gathered_checkpoint_loads_and_equals_single_process(runs):
+    single, sharded = runs
+    diff = S.max_weight_diff(sharded["checkpoint"], single["checkpoint"])
+    holds, detail = S.checkpoint_holds(diff)
+    assert holds, detail
+    trained = S.max_weight_diff(sharded["checkpoint"], model_path("tiny-random"))
+    assert trained > 1e-4  # it holds the trained weights, not the initial ones
+    cfg = json.loads(Path(sharded["checkpoint"], "config.json").read_text())
+    assert cfg["model_type"] == "llama"
+
+
+def test_verdicts_flip_with_made_up_numbers():
+    def run(n, weights, losses, rank_losses=None):
+        rows = [{"rank": r, "weights": weights, "grads": weights, "optimizer": 2 * weights,
+                 "losses": (rank_losses or [losses] * n)[r]} for r in range(n)]
+        return {"n_processes": n, "n_params": 100, "losses": losses, "per_process_bytes": rows}
+
+    single = run(1, 400, [2.0, 1.5])
+    assert S.sharding_holds(single, run(2, 200, [2.0, 1.5]))[0]
+    assert not S.sharding_holds(single, run(2, 400, [2.0, 1.5]))[0]  # two whole copies: plain data parallel
+    assert S.loss_match_holds(single, run(2, 200, [2.0, 1.5 + 5e-5]))[0]
+    assert not S.loss_match_holds(single, run(2, 200, [2.0, 1.52]))[0]
+    assert S.checkpoint_holds(1e-7)[0] and not S.checkpoint_holds(1e-2)[0]
+    assert S.sixteen_bytes_holds(single)[0]
+    assert not S.sixteen_bytes_holds(run(1, 200, [2.0]))[0]  # 8 bytes per parameter: bf16 everything
+    with pytest.raises(ValueError, match="steps"):
+        S.loss_gap(single, run(2, 200, [2.0]))
+
+
+def test_launch_command():
+    one = S.launch_command(1, ["--out", "x"])
+    assert one[1].endswith("fsdp_finetune.py") and "accelerate" not in " ".join(one)
+    two = S.launch_command(2, ["--out", "x"])
+    assert two[1:4] == ["-m", "accelerate.commands.launch", "--config_file"]
+    assert two[two.index("--num_processes") + 1] == "2" and two[-2:] == ["--out", "x"]
+    with pytest.raises(ValueError, match="n_processes"):
+        S.launch_command(0, [])
+
+
+def test_zero_paper_figure_1():
+    """ZeRO paper, fig. 1: a 7.5B model on 64 GPUs needs 120 / 31.4 / 16.6 / 1.9 GB per GPU for its model states."""
+    rows = S.sharding_table({"7.5B": "meta-llama/Llama-2-7b-hf"}, device_counts=(1, 64))
+    per_param = {(r["sharding"], r["n_devices"]): r["bytes_per_param"] for r in rows}
+    for stage, gb in (("none", 120), ("zero1", 31.4), ("zero2", 16.6), ("zero3", 1.9)):
+        assert 7.5 * per_param[stage, 64] == pytest.approx(gb, rel=0.02), stage
+    assert per_param["none", 1] == per_param["none", 64] == pytest.approx(16, rel=1e-6)
+    gib = {(r["sharding"], r["n_devices"]): r["gib"] for r in rows}
+    assert S.smallest_n(rows, "7.5B", "zero3", 80) == 64 and S.smallest_n(rows, "7.5B", "none", 80) is None
+    assert gib["zero3", 64] * 64 == pytest.approx(gib["zero3", 1], rel=1e-6)
+
+
+def test_sharding_arguments_are_checked():
+    with pytest.raises(ValueError, match="sharding"):
+        ftkit.estimate_memory("Qwen2.5-0.5B", "full", seq_len=8, batch_size=1, sharding="zero4")
+    with pytest.raises(ValueError, match="n_devices"):
+        ftkit.estimate_memory("Qwen2.5-0.5B", "full", seq_len=8, batch_size=1, n_devices=0)
+    with pytest.raises(ValueError, match="stage"):
+        S.sharding_table({"x": "Qwen2.5-0.5B"}, stages=("zero9",))
+    # QLoRA + FSDP (the 70B recipe): the 4-bit base is sharded like any weight
+    one = ftkit.estimate_memory("Llama-2-70b-hf", "qlora", seq_len=512, batch_size=1)
+    two = ftkit.estimate_memory("Llama-2-70b-hf", "qlora", seq_len=512, batch_size=1, n_devices=2, sharding="fsdp")
+    assert two.weights == pytest.approx(one.weights / 2, rel=1e-6) and two.activations == one.activations
+    assert one.weights > 30 * GB > two.weights
+
