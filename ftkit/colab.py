@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from .doctor import in_colab
 from .hparams import Hyperparameters, default_hyperparameters
 from .memory import GB, GPUS, KNOWN_CONFIGS, estimate_memory, estimate_peak, load_config, model_shape
-from .models import load_base, model_path, tiny_model_dir, torch_dtype
+from .models import cast_qlora_adapters, load_base, model_path, tiny_model_dir, torch_dtype
 
 T4_GIB = GPUS["T4 16 GB"]  # what torch can use on Colab's T4 (FINDINGS §6: about 14.5-14.75 GiB)
 DRIVE = Path("/content/drive")
@@ -213,7 +213,7 @@ def reload_adapter(model: str, adapter_dir, *, precision: str, device: str):
     from peft import PeftModel
 
     base = load_base(model, "qlora", precision=precision, device=device)  # the dtypes and workaround training had
-    return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    return cast_qlora_adapters(PeftModel.from_pretrained(base, str(adapter_dir))).eval()  # bf16, as trained
 
 
 @torch.no_grad()
