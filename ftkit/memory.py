@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from .hparams import METHODS
-from .models import cast_qlora_adapters, disable_bnb_cpu_repacking, lora_config, nf4_config, torch_dtype
+from .models import (cast_qlora_adapters, disable_bnb_cpu_repacking, lora_config, nf4_config, prepare_for_training,
+                     torch_dtype)
 
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")  # the Trainer's `optim` names
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -497,11 +498,12 @@ def activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: i
 def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optimizer: str = "adamw_torch",
                     precision: str = "bf16", gradient_checkpointing: bool = False, lora_r: int = 16,
                     target_modules="all-linear", double_quant: bool = True,
-                    mixed_precision: bool = False) -> MemoryBreakdown:
+                    mixed_precision: bool = False, upcast_frozen_to_fp32: bool = False) -> MemoryBreakdown:
     """Predict training memory from a config, from first principles (see the module docstring).
 
-    precision: weight + compute dtype for "full" and "lora"; compute dtype for "qlora" (whose
-    non-quantized weights are fp32 after prepare_model_for_kbit_training). Full FT keeps weights, gradients and AdamW moments in
+    precision: weight + compute dtype for "full" and "lora"; compute dtype for "qlora", whose non-quantized
+    weights stay in it (lean QLoRA, ftkit's default) or, with upcast_frozen_to_fp32=True, are fp32 as after
+    peft's prepare_model_for_kbit_training (see models.prepare_for_training). Full FT keeps weights, gradients and AdamW moments in
     `precision` (what torch does for a model loaded in bf16: 2+2+4 = 8 B/param). mixed_precision=True
     (full only) is torch AMP: fp32 weights, gradients and moments, 4+4+8 = 16 B/param. That is the
     total of the ZeRO paper's mixed-precision Adam, which splits it otherwise: 2 + 2 + 12 (fp16
@@ -528,15 +530,16 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
         param_dtype_bytes = 2 if method == "qlora" else 4
         if method == "lora":
             weights = base_weight_bytes(shape, False, precision)
-        else:  # qlora: decoder linears in NF4; embeddings / lm_head / norms / biases in fp32, because peft's
-            # prepare_model_for_kbit_training (which ftkit.load_model calls) upcasts every weight that is not 4-bit
-            weights = base_weight_bytes(shape, True, precision, other_precision="fp32", double_quant=double_quant)
+        else:  # qlora: decoder linears in NF4; embeddings / lm_head / norms / biases in the compute dtype (lean), or
+            # fp32 when peft's prepare_model_for_kbit_training upcasts every weight that is not 4-bit
+            other = "fp32" if upcast_frozen_to_fp32 else precision
+            weights = base_weight_bytes(shape, True, precision, other_precision=other, double_quant=double_quant)
         weights += trainable * param_dtype_bytes
     gradients = trainable * param_dtype_bytes
     optimizer_state = optimizer_state_bytes(sizes, optimizer, param_dtype_bytes)
-    # QLoRA: prepare_model_for_kbit_training upcasts the embeddings, so the residual stream (and every saved
-    # activation) is fp32 whatever the compute dtype; measured equal to the byte in tests/test_memory.py.
-    act_precision = "fp32" if method == "qlora" else precision
+    # QLoRA upcast by prepare_model_for_kbit_training: the fp32 embeddings make the residual stream (and every saved
+    # activation) fp32 whatever the compute dtype; measured equal to the byte in tests/test_memory.py.
+    act_precision = "fp32" if method == "qlora" and upcast_frozen_to_fp32 else precision
     activations = activation_bytes(shape, method, seq_len, batch_size, act_precision, gradient_checkpointing,
                                    lora_r, target_modules, param_dtype_bytes)
     return MemoryBreakdown(weights=int(weights), gradients=int(gradients), optimizer=int(optimizer_state),
@@ -605,7 +608,8 @@ def fit_table(models=None, methods=METHODS, *, seq_len: int = 512, batch_size: i
 
 
 def random_model(config, method: str = "full", *, precision: str = "fp32", lora_r: int = 16,
-                 target_modules="all-linear", double_quant: bool = True, device: str = "cpu", seed: int = 0):
+                 target_modules="all-linear", double_quant: bool = True, device: str = "cpu", seed: int = 0,
+                 upcast_frozen_to_fp32: bool = False):
     """A random-initialised causal LM for `method`: full (all trainable), lora or qlora (peft adapters)."""
     from transformers import AutoModelForCausalLM
 
@@ -624,9 +628,7 @@ def random_model(config, method: str = "full", *, precision: str = "fp32", lora_
                                                          device_map=device)
         if device == "cpu":
             disable_bnb_cpu_repacking(model)
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # as ftkit.load_model does
+        model = prepare_for_training(model, method, upcast_frozen_to_fp32=upcast_frozen_to_fp32)  # as load_model does
     if method in ("lora", "qlora"):
         from peft import get_peft_model
 
