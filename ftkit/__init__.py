@@ -11,6 +11,7 @@ One flat module per concern; everything a notebook needs is importable from here
     lora      - LoRA from scratch, checked against peft
     quant     - int4 / NF4 from scratch, checked against bitsandbytes
     compare   - the three methods side by side (the course's main job)
+    overfit   - chapter 3: the overfitting baseline, its remedies, the scoreboard and their verdicts
     checks    - exercise checks that say what is wrong
     colab     - the capstone's recipe, memory plan, Drive checkpoints, live loss plot, adapter keeping
     plots     - loss curves, schedules, bar charts (ax=None in, Axes out)
@@ -31,7 +32,7 @@ _EXPORTS = {
     "checks": ["checks"],
     "claims": ["verdict"],
     "colab": ["colab"],
-    "compare": ["compare_methods", "comparison_table"],
+    "compare": ["compare_methods", "comparison_table", "eval_loss"],
     "data": ["FIELDS", "augment", "format_answer", "load_course_dataset", "load_user_dataset", "parse_answer",
              "profile_dataset", "score", "score_text"],
     "doctor": ["TESTED_VERSIONS"],
@@ -40,13 +41,14 @@ _EXPORTS = {
     "memory": ["GPUS", "KNOWN_CONFIGS", "MemoryBreakdown", "estimate_memory", "fit_table", "fits_on", "human_bytes",
                "load_config", "measure_memory"],
     "models": ["KNOWN_MODELS", "cache_dir", "count_parameters", "free_memory", "load_model", "load_tokenizer"],
+    "overfit": ["overfit", "overfit_run", "plot_scoreboard", "scoreboard_table"],
     "plots": ["plot_bars", "plot_losses", "plot_lr", "plot_stacked"],
     "profiles": ["PROFILES", "Profile", "get_profile"],
     "quant": ["absmax_dequantize", "absmax_quantize", "bnb_nf4_roundtrip", "compare_with_bnb", "double_quant_bits",
               "nf4_dequantize", "nf4_levels", "nf4_quantize", "reconstruction_error"],
     "train": ["Result", "build_trainer", "evaluate_task", "generate_answers", "run_experiment"],
 }
-_SUBMODULES = ("checks", "colab")  # public as namespaces: ftkit.checks.check_number, ftkit.colab.plan_memory
+_SUBMODULES = ("checks", "colab", "overfit")  # namespaces: ftkit.checks.check_number, ftkit.overfit.early_stop
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted([*_MODULE_OF, "doctor"])
 

@@ -70,10 +70,11 @@ def measure_step(model, batch: dict, profile: Profile, optimizer: str = "adamw_t
         return measure_memory(model, batch, optimizer=optimizer)
 
 
-def eval_loss(model, tokenizer, data, profile: Profile) -> float:
-    """Validation loss of a model exactly as run_experiment's trainer computes it (loss on the answer only)."""
+def eval_loss(model, tokenizer, data, profile: Profile, hp=None) -> float:
+    """Validation loss of a model exactly as run_experiment's trainer computes it (loss on the answer only), in
+    batches of hp.batch_size (default: the profile's). Used in notebooks/03_overfitting/02_early_stopping.ipynb."""
     with tempfile.TemporaryDirectory(prefix="ftkit-eval-") as tmp:
-        trainer = build_trainer(model, tokenizer, data, default_hyperparameters("lora", profile), profile=profile,
+        trainer = build_trainer(model, tokenizer, data, hp or default_hyperparameters("lora", profile), profile=profile,
                                 output_dir=tmp, progress=False)
         return trainer.evaluate()["eval_loss"]
 
