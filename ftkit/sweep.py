@@ -321,13 +321,16 @@ def _explorer_values(values: dict) -> dict:
 # Measurements without a trainer (batch size)
 # ---------------------------------------------------------------------------------------------
 
-def gradient_noise(model, batches: dict[int, list[dict]], *, autocast_dtype=None) -> dict[int, dict]:
+def gradient_noise(model, batches: dict[int, list[dict]], *, precision: str = "fp32") -> dict[int, dict]:
     """How much the gradient of the trainable weights varies from batch to batch, per batch size.
 
     batches: {batch size: [batch, batch, ...]} (ftkit.answer_batch dicts). For each size: the gradient g_i of each
     batch; noise = mean ||g_i - mean g||^2 / ||mean g||^2 (shrinks like 1/b for independent examples) and the mean
-    pairwise cosine between the g_i (grows towards 1). Weights are not changed (no optimizer step)."""
+    pairwise cosine between the g_i (grows towards 1). Weights are not changed (no optimizer step).
+    precision: the autocast training uses (ftkit.autocast), on the model's device."""
     import torch
+
+    from .models import autocast
 
     params = [p for p in model.parameters() if p.requires_grad]
     out = {}
@@ -336,7 +339,7 @@ def gradient_noise(model, batches: dict[int, list[dict]], *, autocast_dtype=None
         grads = []
         for batch in group:
             model.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            with autocast(precision, next(model.parameters()).device.type):
                 loss = model(**batch).loss
             loss.backward()
             grads.append(torch.cat([p.grad.float().flatten() for p in params]))
