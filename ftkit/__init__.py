@@ -44,7 +44,7 @@ _EXPORTS = {
     "doctor": ["TESTED_VERSIONS"],
     "hparams": ["METHODS", "Hyperparameters", "default_hyperparameters"],
     "lora": ["LoRALinear", "add_lora", "copy_to_peft", "lora_param_count", "time_forward"],
-    "memory": ["GPUS", "MemoryBreakdown", "estimate_memory", "fit_table", "fits_on", "human_bytes", "lora_params",
+    "memory": ["GPUS", "MemoryBreakdown", "base_weight_bytes", "estimate_memory", "fit_table", "fits_on", "human_bytes", "lora_params",
                "measure_memory", "measure_step", "quant_state_tensors", "random_batch", "random_model",
                "weights_by_dtype"],
     "models": ["KNOWN_MODELS", "autocast", "cache_dir", "count_parameters", "disable_bnb_cpu_repacking", "free_memory",

@@ -234,6 +234,23 @@ def _targets(target_modules, shape: ModelShape | None = None) -> tuple[str, ...]
     return tuple(target_modules)
 
 
+def base_weight_bytes(config, quantized: bool = False, precision: str = "bf16", *, other_precision: str | None = None,
+                      double_quant: bool = True) -> int:
+    """Bytes of a model's frozen base weights, no adapters: decoder linears in NF4 (quantized) or in `precision`;
+    embeddings, lm_head, norms and biases in `other_precision` (default: `precision`); plus the buffers (rotary, fp32).
+
+    Used in notebooks/01_methods/02_quantization_nf4.ipynb (NF4 vs 16-bit, like with like) and by estimate_memory.
+    """
+    shape = config if isinstance(config, ModelShape) else model_shape(config)
+    other = PRECISION_BYTES[other_precision or precision]
+    nbytes = shape.other_params() * other + shape.buffer_bytes(PRECISION_BYTES[precision])
+    if not quantized:
+        return int(nbytes + shape.linear_params() * PRECISION_BYTES[precision])
+    for d_in, d_out in shape.linears().values():
+        nbytes += shape.layers * (nf4_bytes(d_in * d_out, double_quant) + NF4_TENSOR_CONSTANTS[double_quant])
+    return int(nbytes)
+
+
 def lora_params(shape: ModelShape, r: int = 16, target_modules="all-linear") -> int:
     """LoRA parameters: r * (d_in + d_out) per targeted linear layer, all layers."""
     linears = shape.linears()
@@ -405,16 +422,14 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
 
     if method == "full":
         param_dtype_bytes = 4 if mixed_precision else nbytes  # AMP keeps fp32 weights, grads and moments
-        weights = shape.num_params() * param_dtype_bytes + buffers
+        weights = base_weight_bytes(shape, False, "fp32" if mixed_precision else precision)
     else:
         param_dtype_bytes = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True)
         if method == "lora":
-            weights = shape.num_params() * nbytes + buffers
+            weights = base_weight_bytes(shape, False, precision)
         else:  # qlora: decoder linears in NF4; embeddings / lm_head / norms / biases in fp32, because peft's
             # prepare_model_for_kbit_training (which ftkit.load_model calls) upcasts every weight that is not 4-bit
-            weights = shape.other_params() * 4 + buffers
-            for d_in, d_out in shape.linears().values():
-                weights += shape.layers * (nf4_bytes(d_in * d_out, double_quant) + NF4_TENSOR_CONSTANTS[double_quant])
+            weights = base_weight_bytes(shape, True, precision, other_precision="fp32", double_quant=double_quant)
         weights += trainable * 4
     gradients = trainable * param_dtype_bytes
     optimizer_state = optimizer_state_bytes(sizes, optimizer, param_dtype_bytes)

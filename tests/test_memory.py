@@ -248,3 +248,11 @@ def test_estimate_peak_is_at_least_the_weights():
     peak = M.estimate_peak(est, "Qwen/Qwen2.5-0.5B", seq_len=512, batch_size=4)
     assert est.weights + est.activations < peak
     assert math.isclose(peak - est.weights - est.optimizer - est.activations, 8 * 4 * 512 * 151936)
+
+
+def test_base_weight_bytes_equals_a_loaded_model():
+    model = M.random_model(SMOL, "full", precision="bf16", seed=0)
+    assert M.base_weight_bytes(SMOL, False, "bf16") == M.param_bytes(model)
+    assert M.base_weight_bytes(SMOL, False, "fp32") == 2 * M.param_bytes(model) - 2 * (64 // 2) * 4  # buffers stay fp32
+    nf4 = M.base_weight_bytes(SMOL, True, "bf16")
+    assert nf4 < M.param_bytes(model) and nf4 < M.base_weight_bytes(SMOL, True, "bf16", other_precision="fp32")
