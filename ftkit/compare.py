@@ -214,13 +214,15 @@ def table_verdicts(f: dict) -> dict[str, str]:
     out["Storage"] = text
 
     # Use case: did an adapter do the job here, and where would a 7B model fit?
-    est, consumer = f["estimate_7b"], ("T4", "L4", "RTX")
+    # The theory's "consumer hardware (T4, L4, RTX 3090/4090)": small GPUs; the T4 and L4 are data-centre cards.
+    est, small_gpus = f["estimate_7b"], ("T4", "L4", "RTX")
     fits = {m: est[m]["smallest_gpu"] or "no single GPU" for m in est}
-    text = (f"7B estimate: full FT needs {fits['full']}, LoRA {fits['lora']}, QLoRA {fits['qlora']}; ")
-    qlora_consumer = (fits["qlora"] or "").startswith(consumer)
-    text += verdict(ROW_CLAIMS["Use Case"], qlora_consumer,
-                    "QLoRA brings a 7B model to a consumer GPU" if qlora_consumer else
-                    "even QLoRA does not fit a consumer GPU")
+    text = (f"7B estimate (default recipe): full FT needs {fits['full']}, LoRA {fits['lora']}, QLoRA {fits['qlora']}; ")
+    qlora_small = (fits["qlora"] or "").startswith(small_gpus)
+    text += verdict(ROW_CLAIMS["Use Case"], qlora_small,
+                    "QLoRA brings a 7B model to one small GPU (the theory's 'consumer' T4/L4/RTX class; the T4 and L4 "
+                    "are data-centre cards)" if qlora_small else
+                    "even QLoRA does not fit one small GPU (T4/L4/RTX class)")
     if max(full["em_after"], lora["em_after"], qlora["em_after"]) <= full["em_before"]:
         text += (f". In these few steps no method raised exact match above {full['em_before']:.0%} yet, so the "
                  f"score cannot tell the methods apart (the validation loss can)")

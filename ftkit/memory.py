@@ -469,6 +469,7 @@ GPUS = {
     "L4 24 GB": 22.0,
     "RTX 3090/4090 24 GB": 23.65,
     "A100 40 GB": 39.4,
+    "A6000/L40S 48 GB": 44.4,  # the 48 GB class (QLoRA paper: a 65B model on one); L40S 46,068 MiB, A6000 ~47.5 GiB
     "A100 80 GB": 79.15,
     "H100 80 GB": 79.1,
 }

@@ -102,7 +102,7 @@ def test_memory_storage_and_use_case_verdicts_flip():
     said = compare.table_verdicts(f)
     assert said["VRAM Usage"].startswith("as the theory says") and "not ~1/4" in said["VRAM Usage"]
     assert said["Storage"].startswith("as the theory says: the LoRA adapter is 28x smaller") and "same size" in said["Storage"]
-    assert "an adapter was enough" in said["Use Case"] and "brings a 7B model to a consumer GPU" in said["Use Case"]
+    assert "an adapter was enough" in said["Use Case"] and "brings a 7B model to one small GPU" in said["Use Case"]
     g = copy.deepcopy(f)
     g["qlora"]["memory"], g["qlora"]["weights"] = 900e6, 60e6  # QLoRA now above LoRA; weights near 1/4
     said = compare.table_verdicts(g)
@@ -122,7 +122,7 @@ def test_memory_storage_and_use_case_verdicts_flip():
     assert compare.table_verdicts(g)["Storage"].startswith("differs here")
     g["full"]["em_after"], g["estimate_7b"]["qlora"]["smallest_gpu"] = 0.9, "A100 40 GB"
     said = compare.table_verdicts(g)["Use Case"]
-    assert "Full FT scored higher" in said and "even QLoRA does not fit a consumer GPU" in said
+    assert "Full FT scored higher" in said and "even QLoRA does not fit one small GPU" in said
     g["full"]["em_after"] = g["lora"]["em_after"] = g["qlora"]["em_after"] = 0.0
     assert "no method raised exact match" in compare.table_verdicts(g)["Use Case"]
 

@@ -191,7 +191,7 @@ def test_fits_on():
     assert not M.fits_on(14.5 * M.GB)["T4 16 GB"]  # 14.75 GiB minus 1 GiB headroom
     assert M.fits_on(14.5 * M.GB, headroom_gib=0.0)["T4 16 GB"]
     fits = M.fits_on(M.MemoryBreakdown(30 * M.GB, 0, 0, 0))
-    assert [name for name, ok in fits.items() if ok] == ["A100 40 GB", "A100 80 GB", "H100 80 GB"]
+    assert [name for name, ok in fits.items() if ok] == ["A100 40 GB", "A6000/L40S 48 GB", "A100 80 GB", "H100 80 GB"]
 
 
 def test_fit_table():
