@@ -38,7 +38,9 @@ class LoRALinear(nn.Module):
         self.base = base
         self.base.requires_grad_(False)  # W and b stay as pretrained
         self.r, self.alpha = r, alpha
-        self.scaling = alpha / r  # keeps the update's size comparable when you change r
+        # The LoRA paper's scale. It does not make the learning rate rank-independent: with alpha / r higher ranks learn
+        # more slowly (rsLoRA, Kalajdzievski 2023, uses alpha / sqrt(r)); chapter 2 measures the rate against r.
+        self.scaling = alpha / r
         weight = base.weight
         self.A = nn.Parameter(torch.empty(r, base.in_features, dtype=weight.dtype, device=weight.device))
         self.B = nn.Parameter(torch.zeros(base.out_features, r, dtype=weight.dtype, device=weight.device))
