@@ -16,7 +16,7 @@ from .doctor import in_colab
 from .hparams import Hyperparameters, default_hyperparameters
 from .configs import config_for, model_shape
 from .memory import GB, GPUS, estimate_memory, estimate_peak
-from .models import autocast, load_base, model_path
+from .models import autocast, cast_qlora_adapters, load_base, model_path
 from .train import history_of
 
 T4_GIB = GPUS["T4 16 GB"]  # what torch can use on Colab's T4 (FINDINGS §6: about 14.5-14.75 GiB)
@@ -203,7 +203,7 @@ def reload_adapter(model: str, adapter_dir, *, precision: str, device: str):
     from peft import PeftModel
 
     base = load_base(model, "qlora", precision=precision, device=device)  # the dtypes and workaround training had
-    return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    return cast_qlora_adapters(PeftModel.from_pretrained(base, str(adapter_dir))).eval()  # bf16, as trained
 
 
 @torch.no_grad()

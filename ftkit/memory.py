@@ -22,7 +22,7 @@ import torch
 
 from .configs import KNOWN_CONFIGS, LINEAR_NAMES, ModelShape, config_for, model_shape
 from .hparams import METHODS, check_method
-from .models import autocast, load_base, lora_config, torch_dtype
+from .models import autocast, cast_qlora_adapters, load_base, lora_config, torch_dtype
 
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")  # the Trainer's `optim` names
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -295,26 +295,27 @@ def optimizer_state_bytes(sizes: list[int], optimizer: str = "adamw_torch", para
 
 
 def layer_activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: int, precision: str = "bf16",
-                           lora_r: int = 16, target_modules="all-linear") -> int:
+                           lora_r: int = 16, target_modules="all-linear", adapter_bytes: int = 4) -> int:
     """Bytes autograd saves for backward in one Llama-style decoder layer (sdpa attention).
 
     Derived by listing, with saved_tensors_hooks, what transformers 5 / peft 0.21 / bitsandbytes 0.50
     save per decoder layer, and checked against `measure_memory` (tests/test_memory.py). With
-    T = batch*seq tokens, p = bytes of the compute dtype and 4 = fp32:
+    T = batch*seq tokens, p = bytes of the compute dtype, a = bytes of the adapters' dtype (4, or 2 for QLoRA's bf16)
+    and 4 = fp32:
 
     - RMSNorm (x2): its input upcast to fp32 (T*h*4) and rsqrt (T*4); full FT also the normed
       tensor for the weight's gradient (T*h*p);
     - linear inputs: full FT saves each distinct input once (T*h*p for q/k/v, T*h*p for gate/up,
       T*i*p for down; o_proj's input is the attention output, already saved). LoRA/QLoRA: the base
-      weights are frozen and save nothing; peft casts the input of every targeted layer to the fp32
-      adapter dtype (one fp32 copy per targeted layer when p != 4, shared when p == 4) and saves
-      lora_A's output (T*r*4);
+      weights are frozen and save nothing; peft casts the input of every targeted layer to the adapter
+      dtype (one copy per targeted layer, T*d_in*a, when p != a; shared when p == a) and saves
+      lora_A's output (T*r*a);
     - attention (sdpa): q, k, v and output (T*(2q + 2kv)*p) plus a fp32 logsumexp (b*heads*s*4);
     - MLP: gate output, up output, silu output (3*T*i*p);
     - Qwen3 only: its per-head q/k RMSNorms save like the other norms, on q (T*q) and k (T*kv).
     """
     check_method(method)
-    T, s, p, a = batch_size * seq_len, seq_len, PRECISION_BYTES[precision], 4
+    T, s, p, a = batch_size * seq_len, seq_len, PRECISION_BYTES[precision], adapter_bytes
     h, i, r = shape.hidden, shape.intermediate, lora_r
     linears = shape.linears()
     q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
@@ -335,7 +336,7 @@ def layer_activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_s
         targets = _targets(target_modules, shape)
         norms = 2 * (norm + (h * 4 if shape.gemma_norm else 0))  # Gemma: the fp32 (1 + w) for the input's gradient
         inputs = len(targets) * T * r * a
-        if p == a:  # fp32: the cast is a no-op, layers sharing an input share the saved tensor
+        if p == a:  # same dtype: the cast is a no-op, layers sharing an input share the saved tensor
             for group in shape.input_groups():
                 if any(name in targets for name in group) and (group != ("o_proj",) or shape.fused):
                     inputs += T * linears[group[0]][0] * a
@@ -353,7 +354,8 @@ def norm_output_bytes(shape: ModelShape, tokens: int, p: int) -> int:
 
 
 def activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: int, precision: str = "bf16",
-                     gradient_checkpointing: bool = False, lora_r: int = 16, target_modules="all-linear") -> int:
+                     gradient_checkpointing: bool = False, lora_r: int = 16, target_modules="all-linear",
+                     adapter_bytes: int = 4) -> int:
     """Bytes autograd saves for backward in one forward: layers * one layer + the once-per-forward tensors.
 
     Once per forward: rotary cos/sin (2*s*head_dim*p), final norm, lm_head input (full FT), token
@@ -364,7 +366,7 @@ def activation_bytes(shape: ModelShape, method: str, seq_len: int, batch_size: i
     tensors; backward recomputes one layer at a time, so the estimate adds one layer's worth
     (what `measure_memory`, which watches the forward only, does not see).
     """
-    layer = layer_activation_bytes(shape, method, seq_len, batch_size, precision, lora_r, target_modules)
+    layer = layer_activation_bytes(shape, method, seq_len, batch_size, precision, lora_r, target_modules, adapter_bytes)
     T, p, h = batch_size * seq_len, PRECISION_BYTES[precision], shape.hidden
     norm = T * h * 4 + T * 4
     if method == "full":
@@ -424,20 +426,21 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
         param_dtype_bytes = 4 if mixed_precision else nbytes  # AMP keeps fp32 weights, grads and moments
         weights = base_weight_bytes(shape, False, "fp32" if mixed_precision else precision)
     else:
-        param_dtype_bytes = 4  # peft keeps adapters in fp32 (autocast_adapter_dtype=True)
+        # LoRA: peft keeps adapters in fp32 (autocast_adapter_dtype=True); QLoRA: bf16, as TRL's SFTTrainer casts them
+        param_dtype_bytes = 2 if method == "qlora" else 4
         if method == "lora":
             weights = base_weight_bytes(shape, False, precision)
         else:  # qlora: decoder linears in NF4; embeddings / lm_head / norms / biases in fp32, because peft's
             # prepare_model_for_kbit_training (which ftkit.load_model calls) upcasts every weight that is not 4-bit
             weights = base_weight_bytes(shape, True, precision, other_precision="fp32", double_quant=double_quant)
-        weights += trainable * 4
+        weights += trainable * param_dtype_bytes
     gradients = trainable * param_dtype_bytes
     optimizer_state = optimizer_state_bytes(sizes, optimizer, param_dtype_bytes)
     # QLoRA: prepare_model_for_kbit_training upcasts the embeddings, so the residual stream (and every saved
     # activation) is fp32 whatever the compute dtype; measured equal to the byte in tests/test_memory.py.
     act_precision = "fp32" if method == "qlora" else precision
     activations = activation_bytes(shape, method, seq_len, batch_size, act_precision, gradient_checkpointing,
-                                   lora_r, target_modules)
+                                   lora_r, target_modules, param_dtype_bytes)
     buckets = {"weights": weights, "gradients": gradients, "optimizer": optimizer_state}
     if method == "full" and mixed_precision and sharding.startswith("zero"):  # DeepSpeed: master weights in the optimizer
         n = shape.num_params()
@@ -528,6 +531,8 @@ def random_model(config, method: str = "full", *, precision: str = "fp32", lora_
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config(lora_r, dropout=0.0, target_modules=target_modules))
+    if method == "qlora":
+        cast_qlora_adapters(model)  # bf16 adapters, as ftkit.load_model and TRL's SFTTrainer have them
     return model
 
 

@@ -22,6 +22,8 @@ from .hparams import check_lora, check_method, lora_alpha_of
 if TYPE_CHECKING:  # torch is imported where it is used, so the doctor can report a missing torch
     import torch
 
+QLORA_ADAPTER_PRECISION = "bf16"  # TRL's SFTTrainer casts QLoRA adapters to bf16, also under fp16 compute on a T4
+
 CACHE_ENV = "FTKIT_CACHE"
 
 # The built-in offline model: the real SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file inside a
@@ -314,11 +316,22 @@ def load_base(name: str, method: str = "lora", *, precision: str = "fp32", devic
     return model
 
 
+def cast_qlora_adapters(model: torch.nn.Module) -> torch.nn.Module:
+    """Put a QLoRA model's trainable (adapter) weights in bf16, as TRL's SFTTrainer does when it trains a quantized
+    model (the QLoRA paper's choice; peft alone would keep them fp32). Doing it at load makes a fresh model, a trained
+    one, a reloaded one and estimate_memory agree. Returns the model."""
+    for name, param in model.named_parameters():
+        if param.requires_grad or ".lora_" in name:  # a reloaded adapter is frozen (inference mode): match by name
+            param.data = param.data.to(torch_dtype(QLORA_ADAPTER_PRECISION))
+    return model
+
+
 def load_model(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
                lora_r: int = 16, lora_alpha: int | None = None, lora_dropout: float = 0.0, use_rslora: bool = False,
                target_modules="all-linear", gradient_checkpointing: bool = False):
     """Load (model, tokenizer) for one method: "full" (all weights trainable, fp32 master weights),
-    "lora" (frozen base in `precision` + fp32 adapters) or "qlora" (frozen NF4 base + fp32 adapters)."""
+    "lora" (frozen base in `precision` + fp32 adapters, peft's default) or "qlora" (frozen NF4 base + bf16 adapters,
+    what TRL's SFTTrainer trains: see cast_qlora_adapters)."""
     peft_cfg = lora_config(lora_r, lora_alpha, lora_dropout, target_modules, use_rslora) if method != "full" else None
     model = load_base(name, method, precision=precision, device=device, gradient_checkpointing=gradient_checkpointing)
     if peft_cfg is not None:
@@ -328,6 +341,8 @@ def load_model(name: str, method: str = "lora", *, precision: str = "fp32", devi
 
         with library_warnings():  # peft reads a property transformers deprecated: nothing for a learner to fix
             model = get_peft_model(model, peft_cfg)
+    if method == "qlora":
+        cast_qlora_adapters(model)
     return model, load_tokenizer(name)
 
 
