@@ -395,9 +395,11 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
     precision: weight + compute dtype for "full" and "lora"; compute dtype for "qlora" (whose
     non-quantized weights are fp32 after prepare_model_for_kbit_training). Full FT keeps weights, gradients and AdamW moments in
     `precision` (what torch does for a model loaded in bf16: 2+2+4 = 8 B/param). mixed_precision=True
-    (full only) is torch AMP: fp32 weights, gradients and moments, 4+4+8 = 16 B/param, the
-    mixed-precision Adam figure of the ZeRO paper; its activations are not calibrated (autocast
-    also saves 16-bit copies of the weights).
+    (full only) is torch AMP: fp32 weights, gradients and moments, 4+4+8 = 16 B/param. That is the
+    total of the ZeRO paper's mixed-precision Adam, which splits it otherwise: 2 + 2 + 12 (fp16
+    weights and gradients; fp32 master weights, m and v). AMP's activations are not calibrated
+    (autocast also saves 16-bit copies of the weights). LoRA adapters are fp32 (peft), QLoRA's
+    bf16 (TRL's cast, see models.cast_qlora_adapters).
 
     n_devices, sharding: data parallelism over n_devices with one of SHARDING; batch_size is per device, so
     activations are per device and never sharded. "fsdp" divides weights, gradients and optimizer state as they are
