@@ -234,6 +234,11 @@ def table_verdicts(f: dict) -> dict[str, str]:
                  f"drastic change of behaviour is where full FT pays")
     if full["lr"] < lora["lr"] and full["em_after"] < lora["em_after"]:
         text += f" (full FT at the theory's smaller learning rate, {full['lr']:g}, moves less in the same steps)"
+    gap = max(full["lr"], lora["lr"]) / min(full["lr"], lora["lr"])
+    if gap >= 10:
+        text += (f". The methods trained at rates {gap:.0f}x apart (full {full['lr']:g}, LoRA {lora['lr']:g}) for the "
+                 f"same few steps: the scores compare the rates as much as the methods (chapter 2 measures each method "
+                 f"at its best rate)")
     out["Use Case"] = text
     return out
 
