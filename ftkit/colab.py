@@ -38,7 +38,8 @@ def capstone_recipe(profile) -> Hyperparameters:
         batch_size=max(1, profile.batch_size // 2) if cuda else profile.batch_size,
         gradient_accumulation_steps=2 if cuda else 1,
         gradient_checkpointing=True,  # recompute activations in backward: ~1/28 of the activations for ~30 % time
-        optim="paged_adamw_8bit" if cuda else "adamw_torch",  # 8-bit moments in CUDA unified memory; needs CUDA
+        # 8-bit moments in CUDA unified memory, moved to CPU RAM only under memory pressure; needs CUDA
+        optim="paged_adamw_8bit" if cuda else "adamw_torch",
         lora_r=16, lora_alpha=32, lora_dropout=0.05,  # alpha = 2 r (the theory's rule of thumb)
         target_modules="all-linear",  # every linear layer of every block (QLoRA paper: needed to match full FT)
         learning_rate=2e-4,  # the theory's LoRA/QLoRA value
