@@ -29,7 +29,10 @@ def capstone_recipe(profile) -> Hyperparameters:
 
     What is not a hyperparameter comes from the profile: precision (t4: fp16, as a T4 has no real bf16), max_seq_len
     (course examples are ~100 tokens with Qwen's chat template: 256 is room) and eval_every (the notebook also keeps
-    a checkpoint at every evaluation, so a disconnected free runtime resumes)."""
+    a checkpoint at every evaluation, so a disconnected free runtime resumes). The capstone trains lean QLoRA
+    (run_experiment's default): embeddings, lm_head and norms stay fp16 instead of peft's fp32 upcast (Qwen2.5-7B has
+    1.09 B such weights: ~2 GiB of plan saved); scripts/lean_qlora_evidence.py shows both train alike on the CPU (not
+    yet measured on a T4)."""
     cuda = profile.device == "cuda"
     return replace(
         default_hyperparameters("qlora", profile),
@@ -63,25 +66,28 @@ def memory_budget(gpu_gib: float | None = None) -> tuple[int, str]:
     return available, f"available RAM ({available / GB:.1f} GiB)"
 
 
-def estimate_peak_bytes(model: str, hp: Hyperparameters, profile) -> dict:
+def estimate_peak_bytes(model: str, hp: Hyperparameters, profile, upcast_frozen_to_fp32: bool = False) -> dict:
     """Estimated QLoRA training memory (bytes) of a model name with hp at the profile's precision and sequence length:
-    the four buckets and the step's peak."""
+    the four buckets and the step's peak. upcast_frozen_to_fp32=False is lean QLoRA, what run_experiment trains by
+    default; True plans peft's prepare_model_for_kbit_training (frozen non-4-bit weights in fp32)."""
     config = config_for(model)
     seq, batch = profile.max_seq_len, hp.batch_size
     est = estimate_memory(config, "qlora", seq_len=seq, batch_size=batch, precision=profile.precision,
                           optimizer=hp.optim, gradient_checkpointing=hp.gradient_checkpointing, lora_r=hp.lora_r,
-                          target_modules=hp.target_modules)
+                          target_modules=hp.target_modules, upcast_frozen_to_fp32=upcast_frozen_to_fp32)
     peak = estimate_peak(est, config, seq_len=seq, batch_size=batch)
     return {"weights": est.weights, "gradients": est.gradients, "optimizer": est.optimizer,
             "activations": est.activations, "peak": peak}
 
 
-def plan_memory(model: str, hp: Hyperparameters, profile, *, gpu_gib: float | None = None, headroom_gib: float = 1.0):
+def plan_memory(model: str, hp: Hyperparameters, profile, *, gpu_gib: float | None = None, headroom_gib: float = 1.0,
+                upcast_frozen_to_fp32: bool = False):
     """(estimate, fits, message): the chapter-1 estimator for this model, hp and profile against this GPU (or RAM).
 
     gpu_gib: plan for a GPU of that size (T4_GIB for Colab) instead of the one visible here.
+    upcast_frozen_to_fp32: plan peft's standard QLoRA preparation instead of the lean one the capstone trains.
     When it does not fit, the message lists the fixes that do, so the notebook can refuse before loading."""
-    estimate = estimate_peak_bytes(model, hp, profile)
+    estimate = estimate_peak_bytes(model, hp, profile, upcast_frozen_to_fp32)
     budget, where = memory_budget(gpu_gib)
     limit = budget - headroom_gib * GB
     estimate["budget"] = budget
@@ -98,7 +104,7 @@ def plan_memory(model: str, hp: Hyperparameters, profile, *, gpu_gib: float | No
         ("both of those", model, replace(hp, batch_size=1), replace(profile, max_seq_len=half)),
         (f"MODEL = {FAST_MODEL!r}", FAST_MODEL, hp, profile),
     ):
-        peak = estimate_peak_bytes(other_model, other_hp, other_profile)["peak"]
+        peak = estimate_peak_bytes(other_model, other_hp, other_profile, upcast_frozen_to_fp32)["peak"]
         if peak <= limit:
             fixes.append(f"{label} ({peak / GB:.2f} GiB)")
     fix = "; or ".join(fixes) if fixes else "a smaller model (fewer parameters) or a bigger GPU"

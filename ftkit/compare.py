@@ -18,11 +18,11 @@ from pathlib import Path
 
 from .claims import verdict
 from .data import course_batch, profile_dataset
-from .hparams import DEFAULT_LEARNING_RATE
+from .hparams import DEFAULT_LEARNING_RATE, default_hyperparameters
 from .memory import MemoryBreakdown, fit_table, human_bytes, measure_step, weights_by_dtype
 from .models import free_memory, load_model
 from .profiles import Profile, get_profile
-from .train import Result, eval_loss, evaluate_task, run_experiment
+from .train import Result, eval_loss, evaluate_task, load_for_training, run_experiment
 
 CPU_STEPS = 12  # `python -m ftkit compare` on a CPU: 3 methods x 12 steps + scoring; 20 took ~10 min on 2 busy cores
 THEORY_ROWS = ("Mechanism", "VRAM Usage", "Training Speed", "Storage", "Use Case")
@@ -43,6 +43,9 @@ class Comparison:
     batch_tokens: tuple[int, int]  # (batch size, padded length) of the measured batch
     checkpointing: dict[str, bool] = field(default_factory=dict)  # gradient checkpointing on during training
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase: load + train + score + measure
+    # QLoRA trains lean (frozen non-4-bit weights in the compute dtype); this is one step of a fresh QLoRA model with
+    # peft's standard preparation instead (prepare_model_for_kbit_training: those weights in fp32), same batch.
+    qlora_standard: MemoryBreakdown | None = None
 
 
 def default_steps(profile: Profile) -> int:
@@ -92,8 +95,18 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
         results[method] = result
         seconds[method] = time.perf_counter() - t0
         say(f"      {method}: {seconds[method]:.0f} s in all ({result.wall_time_s:.0f} s training)", flush=True)
+    qlora_standard = None
+    if "qlora" in methods:  # what the lean default saves: one step with peft's standard preparation (no training)
+        say("      qlora: measuring one step with peft's standard preparation (frozen weights upcast to fp32)",
+            flush=True)
+        hp = default_hyperparameters("qlora", profile)
+        standard, _ = load_for_training("qlora", hp, profile, model_name, upcast_frozen_to_fp32=True)
+        qlora_standard = measure_step(standard, batch, profile)
+        del standard
+        free_memory()
     return Comparison(results=results, memory=memory, weight_dtypes=dtypes, before=before, profile=profile,
-                      batch_tokens=tuple(batch["input_ids"].shape), checkpointing=checkpointing, seconds=seconds)
+                      batch_tokens=tuple(batch["input_ids"].shape), checkpointing=checkpointing, seconds=seconds,
+                      qlora_standard=qlora_standard)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +127,8 @@ def facts(comp: Comparison) -> dict:
             saved=r.saved_bytes, optim=r.hyperparameters["optim"], lr=r.hyperparameters["learning_rate"],
             em_before=comp.before.get("exact_match", math.nan), em_after=test.get("exact_match", math.nan),
             loss_before=comp.before.get("eval_loss", math.nan), loss_after=r.final("eval_loss"))
+    if "qlora" in out and comp.qlora_standard is not None:
+        out["qlora"]["standard"] = comp.qlora_standard.as_dict()  # peft's preparation, same batch (bytes by bucket)
     return out
 
 
@@ -155,15 +170,23 @@ def table_verdicts(f: dict) -> dict[str, str]:
     text += (f"({human_bytes(full['memory'])} > {human_bytes(lora['memory'])} > {human_bytes(qlora['memory'])}); "
              f"LoRA's optimizer state is {full['optimizer'] / max(lora['optimizer'], 1):.0f}x smaller. ")
     change = qlora["memory"] / lora["memory"] - 1
+    standard = qlora.get("standard")
+    if standard:  # what lean QLoRA (the default) saves over peft's standard preparation, measured on the same batch
+        extra = standard["total"] - qlora["memory"]
+        text += (f"QLoRA here is lean (frozen non-4-bit weights in {f['precision']}); peft's standard "
+                 f"prepare_model_for_kbit_training, which upcasts them to fp32, needs {human_bytes(standard['total'])} "
+                 f"on the same batch, {human_bytes(extra)} more (weights +{human_bytes(standard['weights'] - qlora['weights'])}, "
+                 f"activations +{human_bytes(standard['activations'] - qlora['activations'])}: the residual stream "
+                 f"becomes fp32)" + (f", {100 * (standard['total'] / lora['memory'] - 1):.0f} % more than LoRA. "
+                                     if standard["total"] > lora["memory"] else ". "))
     if change > -0.1 and qlora["activations"] > lora["activations"]:
         est = f["estimate_7b"]
         text += ((f"QLoRA needs {100 * change:.0f} % more than LoRA here" if change > 0 else
                   f"QLoRA saves only {-100 * change:.0f} % over LoRA here")
                  + f": its 4-bit weights save {human_bytes(lora['weights'] - qlora['weights'])}, but its activations are "
-                 f"{human_bytes(qlora['activations'] - lora['activations'])} larger (prepare_model_for_kbit_training "
-                 f"keeps the residual stream in fp32). Activations scale with batch x sequence, weights with the model: "
-                 f"for a 7B model the estimate is LoRA {est['lora']['total_gib']:.0f} GiB vs QLoRA "
-                 f"{est['qlora']['total_gib']:.0f} GiB. ")
+                 f"{human_bytes(qlora['activations'] - lora['activations'])} larger. Activations scale with batch x "
+                 f"sequence, weights with the model: for a 7B model the estimate is LoRA {est['lora']['total_gib']:.0f} "
+                 f"GiB vs QLoRA {est['qlora']['total_gib']:.0f} GiB. ")
     elif not order_ok:
         bucket = max(("weights", "gradients", "optimizer", "activations"), key=lambda k: abs(lora[k] - qlora[k]))
         text += f"The largest difference between LoRA and QLoRA is in {bucket}. "
@@ -171,8 +194,7 @@ def table_verdicts(f: dict) -> dict[str, str]:
         text += f"QLoRA's weights are {quarter:.2f} of 16-bit, about 1/4, as the theory says."
     else:
         text += (f"QLoRA's weights are {quarter:.2f} of 16-bit, not ~1/4: the embeddings, norms (and lm_head) are "
-                 f"not quantized (peft's prepare_model_for_kbit_training even keeps them in fp32), a large share of a "
-                 f"small model; for a 7B model the estimate is {big:.2f}.")
+                 f"not quantized, a large share of a small model; for a 7B model the estimate is {big:.2f}.")
     out["VRAM Usage"] = text
 
     # Training speed: full slowest, LoRA fast, QLoRA slightly slower than LoRA

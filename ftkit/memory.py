@@ -389,11 +389,13 @@ SHARDING = {"none": (), "ddp": (), "zero1": ("optimizer",), "zero2": ("optimizer
 def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optimizer: str = "adamw_torch",
                     precision: str = "bf16", gradient_checkpointing: bool = False, lora_r: int = 16,
                     target_modules="all-linear", double_quant: bool = True,
-                    mixed_precision: bool = False, n_devices: int = 1, sharding: str = "none") -> MemoryBreakdown:
+                    mixed_precision: bool = False, n_devices: int = 1, sharding: str = "none",
+                    upcast_frozen_to_fp32: bool = False) -> MemoryBreakdown:
     """Predict training memory from a config, from first principles (see the module docstring); per device.
 
-    precision: weight + compute dtype for "full" and "lora"; compute dtype for "qlora" (whose
-    non-quantized weights are fp32 after prepare_model_for_kbit_training). Full FT keeps weights, gradients and AdamW moments in
+    precision: weight + compute dtype for "full" and "lora"; compute dtype for "qlora", whose non-quantized
+    weights stay in it (lean QLoRA, ftkit's default) or, with upcast_frozen_to_fp32=True, are fp32 as after
+    peft's prepare_model_for_kbit_training (see models.prepare_for_training). Full FT keeps weights, gradients and AdamW moments in
     `precision` (what torch does for a model loaded in bf16: 2+2+4 = 8 B/param). mixed_precision=True
     (full only) is torch AMP: fp32 weights, gradients and moments, 4+4+8 = 16 B/param. That is the
     total of the ZeRO paper's mixed-precision Adam, which splits it otherwise: 2 + 2 + 12 (fp16
@@ -432,15 +434,16 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
         param_dtype_bytes = 2 if method == "qlora" else 4
         if method == "lora":
             weights = base_weight_bytes(shape, False, precision)
-        else:  # qlora: decoder linears in NF4; embeddings / lm_head / norms / biases in fp32, because peft's
-            # prepare_model_for_kbit_training (which ftkit.load_model calls) upcasts every weight that is not 4-bit
-            weights = base_weight_bytes(shape, True, precision, other_precision="fp32", double_quant=double_quant)
+        else:  # qlora: decoder linears in NF4; embeddings / lm_head / norms / biases in the compute dtype (lean), or
+            # fp32 when peft's prepare_model_for_kbit_training upcasts every weight that is not 4-bit
+            other = "fp32" if upcast_frozen_to_fp32 else precision
+            weights = base_weight_bytes(shape, True, precision, other_precision=other, double_quant=double_quant)
         weights += trainable * param_dtype_bytes
     gradients = trainable * param_dtype_bytes
     optimizer_state = optimizer_state_bytes(sizes, optimizer, param_dtype_bytes)
-    # QLoRA: prepare_model_for_kbit_training upcasts the embeddings, so the residual stream (and every saved
-    # activation) is fp32 whatever the compute dtype; measured equal to the byte in tests/test_memory.py.
-    act_precision = "fp32" if method == "qlora" else precision
+    # QLoRA upcast by prepare_model_for_kbit_training: the fp32 embeddings make the residual stream (and every saved
+    # activation) fp32 whatever the compute dtype; measured equal to the byte in tests/test_memory.py.
+    act_precision = "fp32" if method == "qlora" and upcast_frozen_to_fp32 else precision
     activations = activation_bytes(shape, method, seq_len, batch_size, act_precision, gradient_checkpointing,
                                    lora_r, target_modules, param_dtype_bytes)
     buckets = {"weights": weights, "gradients": gradients, "optimizer": optimizer_state}
@@ -515,7 +518,8 @@ def fit_table(models=None, methods=METHODS, *, seq_len: int = 512, batch_size: i
 
 
 def random_model(config, method: str = "full", *, precision: str = "fp32", lora_r: int = 16,
-                 target_modules="all-linear", double_quant: bool = True, device: str = "cpu", seed: int = 0):
+                 target_modules="all-linear", double_quant: bool = True, device: str = "cpu", seed: int = 0,
+                 upcast_frozen_to_fp32: bool = False):
     """A random-initialised causal LM of a config (see config_for) for `method`: full (all trainable, in
     `precision`), lora or qlora (the base as ftkit.load_base prepares it for training, plus peft adapters)."""
     from transformers import AutoModelForCausalLM
@@ -526,7 +530,8 @@ def random_model(config, method: str = "full", *, precision: str = "fp32", lora_
     if method == "qlora":  # quantize the random weights exactly as a downloaded checkpoint would be
         with tempfile.TemporaryDirectory() as tmp:
             model.save_pretrained(tmp)
-            model = load_base(tmp, "qlora", precision=precision, device=device, double_quant=double_quant)
+            model = load_base(tmp, "qlora", precision=precision, device=device, double_quant=double_quant,
+                              upcast_frozen_to_fp32=upcast_frozen_to_fp32)
     else:
         model = model.to(device)
     if method in ("lora", "qlora"):

@@ -278,10 +278,11 @@ def load_tokenizer(name: str):
 
 
 def load_base(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
-              gradient_checkpointing: bool = False, double_quant: bool = True):
+              gradient_checkpointing: bool = False, double_quant: bool = True, upcast_frozen_to_fp32: bool = False):
     """The base model as a method trains it, without adapters: fp32 for "full", `precision` for "lora", NF4
-    (prepared for k-bit training, FINDINGS §3 workaround applied) for "qlora"."""
+    (FINDINGS §3 workaround applied) for "qlora", prepared by prepare_for_training."""
     import torch
+
     from transformers import AutoModelForCausalLM
 
     check_method(method)
@@ -306,11 +307,26 @@ def load_base(name: str, method: str = "lora", *, precision: str = "fp32", devic
             raise OSError(f"Could not load {name!r} from the Hugging Face Hub ({err}). It needs network access; "
                           "offline, use the built-in model 'smollm2-135m' (FTKIT_PROFILE=cpu or ci).") from err
         raise
-    if method == "qlora":
+    return prepare_for_training(model, method, gradient_checkpointing=gradient_checkpointing,
+                                upcast_frozen_to_fp32=upcast_frozen_to_fp32)
+
+
+def prepare_for_training(model, method: str, *, gradient_checkpointing: bool = False,
+                         upcast_frozen_to_fp32: bool = False):
+    """Set a loaded base up for training; for QLoRA, one of two preparations.
+
+    upcast_frozen_to_fp32=True is peft's prepare_model_for_kbit_training, what most QLoRA tutorials call: it freezes
+    every weight and upcasts the frozen ones that are not 4-bit (embeddings, norms, lm_head) to fp32, which makes the
+    residual stream and every saved activation fp32 too. False, the default (lean QLoRA): they stay in the compute
+    dtype, as in LoRA; what training needs of that preparation stays (peft freezes the base; with gradient
+    checkpointing, input gradients are enabled). TRL keeps the adapters bf16 either way. Measured in
+    notebooks/01_methods/03 (bytes) and tests/test_models.py (same loss curve within a stated tolerance).
+    """
+    if method == "qlora" and upcast_frozen_to_fp32:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing:
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    if gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     return model
@@ -328,12 +344,14 @@ def cast_qlora_adapters(model: torch.nn.Module) -> torch.nn.Module:
 
 def load_model(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
                lora_r: int = 16, lora_alpha: int | None = None, lora_dropout: float = 0.0, use_rslora: bool = False,
-               target_modules="all-linear", gradient_checkpointing: bool = False):
+               target_modules="all-linear", gradient_checkpointing: bool = False, upcast_frozen_to_fp32: bool = False):
     """Load (model, tokenizer) for one method: "full" (all weights trainable, fp32 master weights),
     "lora" (frozen base in `precision` + fp32 adapters, peft's default) or "qlora" (frozen NF4 base + bf16 adapters,
-    what TRL's SFTTrainer trains: see cast_qlora_adapters)."""
+    what TRL's SFTTrainer trains: see cast_qlora_adapters). upcast_frozen_to_fp32: QLoRA's preparation, see
+    prepare_for_training (default: lean, frozen weights in the compute dtype)."""
     peft_cfg = lora_config(lora_r, lora_alpha, lora_dropout, target_modules, use_rslora) if method != "full" else None
-    model = load_base(name, method, precision=precision, device=device, gradient_checkpointing=gradient_checkpointing)
+    model = load_base(name, method, precision=precision, device=device, gradient_checkpointing=gradient_checkpointing,
+                      upcast_frozen_to_fp32=upcast_frozen_to_fp32)
     if peft_cfg is not None:
         from peft import get_peft_model
 

@@ -132,12 +132,14 @@ def sft_trainer(**kwargs):
         return quiet_trainer(CourseSFTTrainer(**kwargs))
 
 
-def load_for_training(method: str, hp: Hyperparameters, profile: Profile, model: str):
+def load_for_training(method: str, hp: Hyperparameters, profile: Profile, model: str,
+                      upcast_frozen_to_fp32: bool = False):
     """(model, tokenizer) of a model name set up for one method with hp's adapters, checked against the profile's
     sequence length."""
     net, tokenizer = load_model(model, method, precision=profile.precision, device=profile.device, lora_r=hp.lora_r,
                                 lora_alpha=hp.alpha, lora_dropout=hp.lora_dropout, use_rslora=hp.use_rslora,
-                                target_modules=hp.target_modules, gradient_checkpointing=hp.gradient_checkpointing)
+                                target_modules=hp.target_modules, gradient_checkpointing=hp.gradient_checkpointing,
+                                upcast_frozen_to_fp32=upcast_frozen_to_fp32)
     if profile.max_seq_len > net.config.max_position_embeddings:
         raise ValueError(f"max_seq_len={profile.max_seq_len} is longer than the model's context "
                          f"({net.config.max_position_embeddings} tokens); use at most that.")
@@ -189,7 +191,8 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
                    model: str | None = None, data=None, eval_every: int | None = None,
                    early_stopping_patience: int | None = None, save_every: int | None = None,
                    output_dir: str | None = None, resume: bool = False, save: bool = True, score_splits=("test",),
-                   callbacks=(), progress: bool = True, keep_model: bool = True, **overrides) -> Result:
+                   callbacks=(), progress: bool = True, keep_model: bool = True, upcast_frozen_to_fp32: bool = False,
+                   **overrides) -> Result:
     """Fine-tune `model` (a name) with `method` on `data` (default: the course dataset) and measure everything.
 
     hp: the hyperparameters (default: ftkit.default_hyperparameters(method, profile)); any of its fields can also
@@ -201,6 +204,8 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
     early_stopping_patience: stop when validation loss has not improved for that many evaluations and keep the best.
     score_splits: dataset splits on which to generate answers and score them after training.
     keep_model: keep the trained model in result.trained_model (False where many results are kept, as in a sweep).
+    upcast_frozen_to_fp32: QLoRA only; True is peft's prepare_model_for_kbit_training (frozen non-4-bit weights in
+        fp32), False (default) lean QLoRA, which leaves them in the compute dtype (ftkit.models.prepare_for_training).
     """
     from transformers import set_seed
 
@@ -210,7 +215,7 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
     data = data if data is not None else profile_dataset(profile, seed=hp.seed)
     check_run(hp, n_train=len(data["train"]), device=profile.device)
     set_seed(hp.seed)
-    net, tokenizer = load_for_training(method, hp, profile, model_name)
+    net, tokenizer = load_for_training(method, hp, profile, model_name, upcast_frozen_to_fp32)
     keep_files = output_dir is not None  # without an output_dir, checkpoints and saves go to a temporary folder
     output_dir = output_dir or tempfile.mkdtemp(prefix=f"ftkit-{method}-")
     trainer = build_trainer(net, tokenizer, data, hp, profile=profile, output_dir=output_dir, eval_every=eval_every,

@@ -182,3 +182,41 @@ def test_two_processes_on_an_empty_cache_both_get_one_model(tmp_path):
     assert sorted(p.name for p in (cache / "smollm2-135m").iterdir()) == ["config.json", "model.safetensors"]
     assert [p.name for p in cache.iterdir() if not p.name.startswith(".smollm2-135m.lock")] == ["smollm2-135m"]
     assert log.read_text().count("converted") == 1  # the second process waited and took the first one's copy
+
+
+@pytest.mark.parametrize("upcast, frozen_dtype", [(False, torch.bfloat16), (True, torch.float32)])
+def test_qlora_preparations_keep_frozen_weights_where_they_say(upcast, frozen_dtype):
+    """Lean QLoRA (default) leaves embeddings and norms in the compute dtype; peft's standard one upcasts to fp32."""
+    model, _ = ftkit.load_model("tiny-random", "qlora", precision="bf16", upcast_frozen_to_fp32=upcast)
+    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad and "lora_" not in n
+              and type(p).__name__ != "Params4bit"}
+    assert any("embed_tokens" in n for n in frozen) and any("norm" in n for n in frozen)
+    assert {p.dtype for p in frozen.values()} == {frozen_dtype}
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.bfloat16}  # adapters: TRL's bf16
+
+
+def test_lean_qlora_gets_the_gradients_of_the_standard_preparation():
+    """Same adapters, same batch: the lean preparation's loss and adapter gradients match the standard one's
+    (bf16 rounding apart), so training starts the same way; a broken gradient path would fail this."""
+    runs = {}
+    for upcast in (True, False):
+        model, tok = ftkit.load_model("tiny-random", "qlora", precision="bf16", upcast_frozen_to_fp32=upcast)
+        if upcast:
+            torch.manual_seed(0)
+            for name, p in model.named_parameters():  # B = 0 at init would leave A without a gradient
+                if "lora_B" in name:
+                    torch.nn.init.normal_(p, std=0.02)
+            adapters = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        else:
+            model.load_state_dict(adapters, strict=False)
+        enc = tok(["Maria Lopez, 34, is a nurse from Lyon.", "Tom Berg, 51, is a baker from Oslo."],
+                  return_tensors="pt", padding=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(**enc, labels=enc["input_ids"]).loss
+        loss.backward()
+        grad = torch.cat([p.grad.float().flatten() for n, p in model.named_parameters() if p.requires_grad])
+        runs[upcast] = (loss.item(), grad)
+    (loss_std, g_std), (loss_lean, g_lean) = runs[True], runs[False]
+    assert g_lean.abs().sum() > 0 and torch.isfinite(g_lean).all()
+    assert abs(loss_lean - loss_std) < 0.02 * loss_std
+    assert torch.nn.functional.cosine_similarity(g_lean, g_std, dim=0) > 0.99
