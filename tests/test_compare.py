@@ -26,6 +26,9 @@ def test_all_three_methods_with_a_memory_breakdown(comp):
     assert {"exact_match", "eval_loss"} <= set(comp.before)
     assert comp.batch_tokens[0] == 4 and set(comp.seconds) == {"base", "full", "lora", "qlora"}
     assert set(comp.checkpointing) == {"full", "lora", "qlora"}
+    # QLoRA trained lean; peft's standard preparation, measured beside it, upcasts the 16-bit frozen weights to fp32
+    lean, standard = comp.memory["qlora"].weights, comp.qlora_standard.weights
+    assert standard > lean if comp.profile.precision != "fp32" else standard == lean
 
 
 def test_theory_table_has_every_row_and_a_verdict_each(comp):
@@ -115,6 +118,13 @@ def test_memory_storage_and_use_case_verdicts_flip():
     assert "activations are 286.1 MB larger" in said and "LoRA 19 GiB vs QLoRA 10 GiB" in said
     h["qlora"]["memory"] = 800e6
     assert "QLoRA saves only 6 % over LoRA here" in compare.table_verdicts(h)["VRAM Usage"]
+    s = copy.deepcopy(f)  # lean QLoRA (670 MB) beside peft's standard preparation, measured on the same batch
+    s["qlora"]["standard"] = {"weights": 160e6, "activations": 800e6, "total": 1020e6}
+    said = compare.table_verdicts(s)["VRAM Usage"]
+    assert said.startswith("as the theory says") and "needs 972.7 MB on the same batch, 333.8 MB more" in said
+    assert "activations +286.1 MB" in said and "20 % more than LoRA" in said
+    s["qlora"]["standard"]["total"] = 800e6  # a standard preparation under LoRA's memory: no "more than LoRA"
+    assert "more than LoRA" not in compare.table_verdicts(s)["VRAM Usage"]
     g["qlora"]["saved"] = 9.5e6  # a 16-bit adapter: half LoRA's fp32 one
     assert "×0.50 LoRA's: 1.9 vs 3.9 bytes per adapter parameter" in compare.table_verdicts(g)["Storage"]
     assert "casts a QLoRA adapter to bf16" in compare.table_verdicts(g)["Storage"]
