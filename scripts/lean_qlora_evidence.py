@@ -9,6 +9,8 @@ runs that differ only by chance drift apart, the yardstick for "within noise".
 
     python scripts/lean_qlora_evidence.py              # writes results/lean_qlora.json (~10 min on 2 quiet cores)
     python scripts/lean_qlora_evidence.py --steps 2 --out /tmp/x.json   # a smoke run
+    python scripts/lean_qlora_evidence.py --runs lean-bf16 --out a.json   # one run per process (on busy cores) ...
+    python scripts/lean_qlora_evidence.py --merge a.json b.json ...        # ... then one comparison of them all
 """
 
 import argparse
@@ -62,29 +64,40 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="standard-bf16,lean-bf16,standard-fp32,lean-fp32,standard-bf16-seed1",
                    help="which runs, in order (the JSON is rewritten after each)")
     p.add_argument("--out", default=str(ROOT / "results" / "lean_qlora.json"), help="JSON output path")
+    p.add_argument("--merge", nargs="+", help="JSON files of earlier runs to compare (no training)")
     args = p.parse_args(argv)
+    if args.merge:
+        runs = {name: r for path in args.merge for name, r in json.loads(Path(path).read_text())["runs"].items()}
+        first = json.loads(Path(args.merge[0]).read_text())
+        return report(runs, first["date"], first["versions"], first["model"], first["batch_size"], args.out)
 
     import ftkit
     from ftkit.doctor import measured_with
 
     profile = ftkit.get_profile("ci")
     data = ftkit.profile_dataset(profile)
-    runs, out = {}, {}
+    runs = {}
     for name in args.runs.split(","):
         preparation, precision, *seed = name.split("-")
         seed = int(seed[0].removeprefix("seed")) if seed else 0
         print(f"QLoRA, {preparation} preparation, {precision} compute, seed {seed}, {args.steps} steps", flush=True)
         runs[name] = run(preparation, precision, args.steps, seed, profile, data, args.score)
-        diffs = {p: compare(runs[f"lean-{p}"], runs[f"standard-{p}"]) for p in ("bf16", "fp32")
-                 if f"lean-{p}" in runs and f"standard-{p}" in runs}
-        noise = (compare(runs["standard-bf16-seed1"], runs["standard-bf16"])
-                 if {"standard-bf16-seed1", "standard-bf16"} <= set(runs) else None)
-        out = {"date": datetime.date.today().isoformat(), "versions": measured_with(), "model": profile.model,
-               "steps": args.steps, "batch_size": profile.batch_size, "tolerance": TOLERANCE, "runs": runs,
-               "lean_vs_standard": {k: {**d, "within_tolerance": within(d)} for k, d in diffs.items()},
-               "seed_noise": noise, "any_nan": any(r["nan"] for r in runs.values())}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+        code = report(runs, datetime.date.today().isoformat(), measured_with(), profile.model, profile.batch_size,
+                      args.out)
+    return code
+
+
+def report(runs: dict, date: str, versions: dict, model: str, batch_size: int, path: str) -> int:
+    """Compare the runs there are, write the JSON, print the verdict; 0 when every pair is within tolerance."""
+    diffs = {p: compare(runs[f"lean-{p}"], runs[f"standard-{p}"]) for p in ("bf16", "fp32")
+             if f"lean-{p}" in runs and f"standard-{p}" in runs}
+    noise = (compare(runs["standard-bf16-seed1"], runs["standard-bf16"])
+             if {"standard-bf16-seed1", "standard-bf16"} <= set(runs) else None)
+    out = {"date": date, "versions": versions, "model": model, "batch_size": batch_size, "tolerance": TOLERANCE,
+           "runs": runs, "lean_vs_standard": {k: {**d, "within_tolerance": within(d)} for k, d in diffs.items()},
+           "seed_noise": noise, "any_nan": any(r["nan"] for r in runs.values())}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1) + "\n")
     for precision, d in out["lean_vs_standard"].items():
         print(f"{precision}: lean vs standard: train loss max |diff| {d['train_loss_max_abs_diff']:.4f}, eval loss "
               f"|diff| {d['eval_loss_abs_diff']:.4f}, exact match {d['exact_match']}, within tolerance "
@@ -92,7 +105,7 @@ def main(argv=None) -> int:
     if noise:
         print(f"seed 0 vs seed 1 (standard, bf16): train loss max |diff| {noise['train_loss_max_abs_diff']:.4f}, "
               f"eval loss |diff| {noise['eval_loss_abs_diff']:.4f}")
-    print(f"any NaN: {out['any_nan']}; written to {args.out}")
+    print(f"any NaN: {out['any_nan']}; written to {path}")
     return 0 if all(d["within_tolerance"] for d in out["lean_vs_standard"].values()) and not out["any_nan"] else 1
 
 
