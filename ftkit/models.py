@@ -282,7 +282,6 @@ def load_base(name: str, method: str = "lora", *, precision: str = "fp32", devic
     """The base model as a method trains it, without adapters: fp32 for "full", `precision` for "lora", NF4
     (FINDINGS §3 workaround applied) for "qlora", prepared by prepare_for_training."""
     import torch
-
     from transformers import AutoModelForCausalLM
 
     check_method(method)
