@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .claims import verdict
 from .data import course_batch, profile_dataset
-from .hparams import DEFAULT_LEARNING_RATE, default_hyperparameters
+from .hparams import DEFAULT_LEARNING_RATE, SWEPT_BEST_LEARNING_RATE, default_hyperparameters
 from .memory import MemoryBreakdown, fit_table, human_bytes, measure_step, weights_by_dtype
 from .models import free_memory, load_model
 from .profiles import Profile, get_profile
@@ -46,6 +46,8 @@ class Comparison:
     # QLoRA trains lean (frozen non-4-bit weights in the compute dtype); this is one step of a fresh QLoRA model with
     # peft's standard preparation instead (prepare_model_for_kbit_training: those weights in fp32), same batch.
     qlora_standard: MemoryBreakdown | None = None
+    # Full FT trained a second time, at its own best rate (chapter 2's sweep), same steps and data: scores only.
+    full_best: Result | None = None
 
 
 def default_steps(profile: Profile) -> int:
@@ -55,8 +57,13 @@ def default_steps(profile: Profile) -> int:
 
 def compare_methods(profile: Profile | None = None, *, model: str | None = None, steps: int | None = None,
                     seq_len: int | None = None, methods=("full", "lora", "qlora"), learning_rates=None,
-                    score_splits=("test",), keep_models: bool = False, progress: bool = True) -> Comparison:
-    """Score the base model, then train and measure each method for the same steps on the same data."""
+                    full_best_rate: float | None = SWEPT_BEST_LEARNING_RATE["full"], score_splits=("test",),
+                    keep_models: bool = False, progress: bool = True) -> Comparison:
+    """Score the base model, then train and measure each method for the same steps on the same data.
+
+    learning_rates: {method: rate} over DEFAULT_LEARNING_RATE (full FT at the text's 1e-5). full_best_rate: full FT
+    also trains once more at this rate (default: its best in chapter 2's sweep), same steps, scored but not measured,
+    so the verdicts can say what full FT reaches at its own rate; None skips it."""
     profile = profile or get_profile()
     profile = replace(profile, max_seq_len=seq_len or profile.max_seq_len)
     model_name = model or profile.model
@@ -64,7 +71,8 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
     learning_rates = {**DEFAULT_LEARNING_RATE, **(learning_rates or {})}
     data = profile_dataset(profile)
     say = print if progress else (lambda *a, **k: None)
-    phases = 1 + 2 * len(methods)
+    extra = "full" in methods and full_best_rate is not None and full_best_rate != learning_rates["full"]
+    phases = 1 + 2 * len(methods) + extra
     start = time.perf_counter()
 
     say(f"[1/{phases}] base model {model_name}: scoring before fine-tuning", flush=True)
@@ -95,6 +103,16 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
         results[method] = result
         seconds[method] = time.perf_counter() - t0
         say(f"      {method}: {seconds[method]:.0f} s in all ({result.wall_time_s:.0f} s training)", flush=True)
+    full_best = None
+    if extra:
+        t0 = time.perf_counter()
+        say(f"[{phases}/{phases}] full: training {steps} steps again at its own best rate, lr {full_best_rate:g} "
+            f"(chapter 2's sweep)", flush=True)
+        full_best = run_experiment("full", profile=profile, model=model_name, data=data, max_steps=steps,
+                                   learning_rate=full_best_rate, eval_every=steps, score_splits=score_splits,
+                                   progress=progress, save=False, keep_model=False)
+        free_memory()
+        seconds["full at its best rate"] = time.perf_counter() - t0
     qlora_standard = None
     if "qlora" in methods:  # what the lean default saves: one step with peft's standard preparation (no training)
         say("      qlora: measuring one step with peft's standard preparation (frozen weights upcast to fp32)",
@@ -106,7 +124,7 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
         free_memory()
     return Comparison(results=results, memory=memory, weight_dtypes=dtypes, before=before, profile=profile,
                       batch_tokens=tuple(batch["input_ids"].shape), checkpointing=checkpointing, seconds=seconds,
-                      qlora_standard=qlora_standard)
+                      qlora_standard=qlora_standard, full_best=full_best)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,6 +145,10 @@ def facts(comp: Comparison) -> dict:
             saved=r.saved_bytes, optim=r.hyperparameters["optim"], lr=r.hyperparameters["learning_rate"],
             em_before=comp.before.get("exact_match", math.nan), em_after=test.get("exact_match", math.nan),
             loss_before=comp.before.get("eval_loss", math.nan), loss_after=r.final("eval_loss"))
+    if comp.full_best is not None:  # full FT again at its own best rate: what it learns when the rate is its own
+        r = comp.full_best
+        out["full_best"] = dict(lr=r.hyperparameters["learning_rate"], loss_after=r.final("eval_loss"),
+                                em_after=r.scores.get("test", {}).get("exact_match", math.nan))
     if "qlora" in out and comp.qlora_standard is not None:
         out["qlora"]["standard"] = comp.qlora_standard.as_dict()  # peft's preparation, same batch (bytes by bucket)
     return out
@@ -259,8 +281,15 @@ def table_verdicts(f: dict) -> dict[str, str]:
     gap = max(full["lr"], lora["lr"]) / min(full["lr"], lora["lr"])
     if gap >= 10:
         text += (f". The methods trained at rates {gap:.0f}x apart (full {full['lr']:g}, LoRA {lora['lr']:g}) for the "
-                 f"same few steps: the scores compare the rates as much as the methods (chapter 2 measures each method "
-                 f"at its best rate)")
+                 f"same few steps: the scores compare the rates as much as the methods")
+    best = f.get("full_best")
+    if best:
+        than = "lower than" if best["loss_after"] < lora["loss_after"] else "above"
+        text += (f". At its own best rate ({best['lr']:g}, chapter 2's sweep) full FT reaches validation loss "
+                 f"{best['loss_after']:.3f} and {best['em_after']:.0%} exact match in the same steps ({than} LoRA's "
+                 f"{lora['loss_after']:.3f} at {lora['lr']:g})"
+                 + ("; so full FT does not learn less, it was held back by the text's small rate"
+                    if best["loss_after"] <= lora["loss_after"] else ""))
     out["Use Case"] = text
     return out
 

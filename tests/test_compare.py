@@ -24,7 +24,11 @@ def test_all_three_methods_with_a_memory_breakdown(comp):
     assert comp.memory["full"].gradients > comp.memory["lora"].gradients  # all weights vs adapters only
     assert comp.weight_dtypes["qlora"].get("uint8", 0) > 0  # the 4-bit base really is packed
     assert {"exact_match", "eval_loss"} <= set(comp.before)
-    assert comp.batch_tokens[0] == 4 and set(comp.seconds) == {"base", "full", "lora", "qlora"}
+    assert comp.batch_tokens[0] == 4 and set(comp.seconds) == {"base", "full", "lora", "qlora", "full at its best rate"}
+    # full FT trained once more at its own best rate (chapter 2's sweep), same steps, scored
+    assert comp.full_best.hyperparameters["learning_rate"] == ftkit.hparams.SWEPT_BEST_LEARNING_RATE["full"]
+    assert comp.full_best.hyperparameters["max_steps"] == comp.results["full"].hyperparameters["max_steps"]
+    assert "full_best" in compare.facts(comp)
     assert set(comp.checkpointing) == {"full", "lora", "qlora"}
     # QLoRA trained lean; peft's standard preparation, measured beside it, upcasts the 16-bit frozen weights to fp32
     lean, standard = comp.memory["qlora"].weights, comp.qlora_standard.weights
@@ -135,6 +139,18 @@ def test_memory_storage_and_use_case_verdicts_flip():
     assert "Full FT scored higher" in said and "even QLoRA does not fit one small GPU" in said
     g["full"]["em_after"] = g["lora"]["em_after"] = g["qlora"]["em_after"] = 0.0
     assert "no method raised exact match" in compare.table_verdicts(g)["Use Case"]
+
+
+def test_use_case_says_what_full_ft_reaches_at_its_own_rate():
+    f = made_up_facts()
+    assert "its own best rate" not in compare.table_verdicts(f)["Use Case"]  # no such run: nothing said
+    f["full_best"] = {"lr": 1e-4, "loss_after": 0.25, "em_after": 0.7}
+    said = compare.table_verdicts(f)["Use Case"]
+    assert "At its own best rate (0.0001, chapter 2's sweep) full FT reaches validation loss 0.250" in said
+    assert "lower than LoRA's 0.300" in said and "does not learn less" in said
+    f["full_best"]["loss_after"] = 0.5
+    said = compare.table_verdicts(f)["Use Case"]
+    assert "above LoRA's 0.300" in said and "does not learn less" not in said
 
 
 def test_mechanism_verdict_checks_the_4bit_base_and_the_optimizer():
