@@ -284,12 +284,12 @@ def table_verdicts(f: dict) -> dict[str, str]:
                  f"same few steps: the scores compare the rates as much as the methods")
     best = f.get("full_best")
     if best:
-        than = "lower than" if best["loss_after"] < lora["loss_after"] else "above"
+        ratio = best["loss_after"] / lora["loss_after"]  # within 5 %: the same, at this size and noise
+        than = "about the same as" if abs(ratio - 1) <= 0.05 else "lower than" if ratio < 1 else "above"
         text += (f". At its own best rate ({best['lr']:g}, chapter 2's sweep) full FT reaches validation loss "
                  f"{best['loss_after']:.3f} and {best['em_after']:.0%} exact match in the same steps ({than} LoRA's "
                  f"{lora['loss_after']:.3f} at {lora['lr']:g})"
-                 + ("; so full FT does not learn less, it was held back by the text's small rate"
-                    if best["loss_after"] <= lora["loss_after"] else ""))
+                 + ("; so full FT does not learn less, the text's small rate held it back" if ratio <= 1.05 else ""))
     out["Use Case"] = text
     return out
 

@@ -148,6 +148,8 @@ def test_use_case_says_what_full_ft_reaches_at_its_own_rate():
     said = compare.table_verdicts(f)["Use Case"]
     assert "At its own best rate (0.0001, chapter 2's sweep) full FT reaches validation loss 0.250" in said
     assert "lower than LoRA's 0.300" in said and "does not learn less" in said
+    f["full_best"]["loss_after"] = 0.31
+    assert "about the same as LoRA's 0.300" in compare.table_verdicts(f)["Use Case"]
     f["full_best"]["loss_after"] = 0.5
     said = compare.table_verdicts(f)["Use Case"]
     assert "above LoRA's 0.300" in said and "does not learn less" not in said
