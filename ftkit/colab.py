@@ -17,6 +17,7 @@ from .hparams import Hyperparameters, default_hyperparameters
 from .configs import config_for, model_shape
 from .memory import GB, GPUS, estimate_memory, estimate_peak
 from .models import autocast, cast_qlora_adapters, load_base, model_path
+from .quiet import quiet_loading
 from .train import history_of
 
 T4_GIB = GPUS["T4 16 GB"]  # what torch can use on Colab's T4 (FINDINGS §6: about 14.5-14.75 GiB)
@@ -249,7 +250,8 @@ def merge_adapter(model: str, adapter_dir, out_dir, *, dtype: torch.dtype = torc
         return None, (f"skipped: a 16-bit copy of {model} needs ~{need / GB:.1f} GiB of RAM and this runtime has "
                       f"{available / GB:.1f} GiB available. Merge on a machine with more RAM (same code), or "
                       "serve the 4-bit base + adapter as they are.")
-    base = AutoModelForCausalLM.from_pretrained(model_path(model), dtype=dtype)
+    with quiet_loading():
+        base = AutoModelForCausalLM.from_pretrained(model_path(model), dtype=dtype)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().eval()
     merged.save_pretrained(out_dir)
     return merged, f"merged into a {str(dtype).removeprefix('torch.')} copy of the base, saved to {out_dir}"

@@ -291,16 +291,19 @@ def load_base(name: str, method: str = "lora", *, precision: str = "fp32", devic
     if precision == "fp16" and device == "cpu":
         raise ValueError("fp16 training needs a CUDA GPU (CPUs have no fast fp16 and AMP refuses it); "
                          "use precision='bf16' or 'fp32' on the CPU.")
+    from .quiet import quiet_loading
+
     path = model_path(name)
     try:
-        if method == "qlora":
-            model = AutoModelForCausalLM.from_pretrained(path, quantization_config=nf4_config(precision, double_quant),
-                                                         dtype=torch_dtype(precision),
-                                                         device_map={"": 0} if device == "cuda" else "cpu")
-            disable_bnb_cpu_repacking(model)
-        else:
-            dtype = torch.float32 if method == "full" else torch_dtype(precision)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        with quiet_loading():
+            if method == "qlora":
+                model = AutoModelForCausalLM.from_pretrained(path, quantization_config=nf4_config(precision, double_quant),
+                                                             dtype=torch_dtype(precision),
+                                                             device_map={"": 0} if device == "cuda" else "cpu")
+                disable_bnb_cpu_repacking(model)
+            else:
+                dtype = torch.float32 if method == "full" else torch_dtype(precision)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     except OSError as err:
         if "/" in name:
             raise OSError(f"Could not load {name!r} from the Hugging Face Hub ({err}). It needs network access; "

@@ -57,6 +57,22 @@ def library_warnings():
 
 
 @contextlib.contextmanager
+def quiet_loading():
+    """Around from_pretrained: no "Loading weights" bar (transformers draws one per load, a dozen in a sweep
+    notebook, most under a second)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if not verbose():
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
 def quiet_training():
     """Around preparing data and building a trainer: no dataset-preparation bars (ftkit's "Map", TRL's "Tokenizing
     train dataset", "Truncating ...": about ten per run) and no library deprecation warnings."""

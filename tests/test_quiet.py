@@ -24,6 +24,7 @@ NOISE = {
     "dataset bars": "Tokenizing train dataset",
     "per-step dictionaries": "{'loss': ",
     "deprecation warning": "is_gradient_checkpointing",
+    "weight-loading bars": "Loading weights",
 }
 
 
