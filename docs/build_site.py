@@ -5,6 +5,7 @@ The notebooks are executed once, by nbmake, as copies under build/executed (`mak
 
     python docs/build_site.py record build/executed --profile ci   # after nbmake: which profile, machine, date, times
     python docs/build_site.py html build/executed build/site        # assemble the pages and run Sphinx (myst-nb)
+    python docs/build_site.py headers ci-run.json cpu-run.json      # put measured times in every notebook's header
 """
 
 from __future__ import annotations
@@ -165,6 +166,39 @@ def html(executed: Path, out: Path) -> Path:
     return out / "index.html"
 
 
+# A notebook header's CPU run-time sentence, up to where its Colab estimate starts (that part is kept).
+RUN_TIME_RE = re.compile(r"(\*\*Expected run time\*\*(?: \(whole notebook\))?:) CPU.*?[.;]\s+(?=Colab)", re.S)
+
+
+def run_time_sentence(runs: list[dict], notebook: str) -> str | None:
+    """"CPU: `ci` profile 21 s, `cpu` profile 57 s (measured ...).\n" from run.json files; None if none has it."""
+    timed = [(run, run["seconds"][notebook]) for run in runs if notebook in run["seconds"]]
+    if not timed:
+        return None
+    times = ", ".join(f"`{run['profile']}` profile {seconds:.0f} s" for run, seconds in timed)
+    where = "; ".join(sorted({f"{run['machine']}, {run['date']}" for run, _ in timed}))
+    return f"CPU: {times} (measured by nbmake under `make test` / `make site` on {where}).\n"
+
+
+def headers(run_files: list[Path], root: Path = ROOT) -> list[str]:
+    """Rewrite the CPU part of each notebook's "Expected run time" with the measured seconds; returns the notebooks
+    changed. The committed notebooks stay clean: only their first markdown cell's text changes."""
+    runs = [json.loads(Path(f).read_text()) for f in run_files]
+    changed = []
+    for path in sorted([*root.glob("notebooks/**/*.ipynb"), *root.glob("colab/*.ipynb")]):
+        notebook = path.relative_to(root).as_posix()
+        sentence = run_time_sentence(runs, notebook)
+        nb = json.loads(path.read_text())
+        cell = nb["cells"][0]
+        text = "".join(cell["source"])
+        new = RUN_TIME_RE.sub(lambda m, s=sentence: f"{m.group(1)} {s}", text, count=1) if sentence else text
+        if new != text:
+            cell["source"] = new.splitlines(keepends=True)
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(notebook)
+    return changed
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,9 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     build = sub.add_parser("html", help="build the site from the executed notebooks")
     build.add_argument("executed", type=Path)
     build.add_argument("out", type=Path)
+    head = sub.add_parser("headers", help="write measured times (run.json files) into the notebooks' headers")
+    head.add_argument("runs", type=Path, nargs="+")
     args = parser.parse_args(argv)
     if args.command == "record":
         print(json.dumps(record(args.executed, args.profile), indent=2))
+    elif args.command == "headers":
+        print("\n".join(headers(args.runs)) or "no header changed")
     else:
         html(args.executed, args.out)
 

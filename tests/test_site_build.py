@@ -44,3 +44,26 @@ def test_banner_names_the_run_and_links_colab():
     text = build_site.banner(RUN, 42.4, url)
     assert "in 42 s with the `ci` profile on a 2-core CPU, 2026-11-29" in text and f"[Open in Colab]({url})" in text
     assert "Open in Colab" not in build_site.banner(RUN, None, None)
+
+
+def test_headers_take_the_measured_times_and_keep_the_colab_estimate(tmp_path):
+    import json
+
+    header = ("# 1.1 · LoRA\n\n**Expected run time** (whole notebook): CPU, 2 cores, `ci` profile: 21 s; `cpu` profile: "
+              "not measured yet.\nColab T4: about 1 minute — *an estimate*.\n\nMore text.")
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": header.splitlines(keepends=True)}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "notebooks" / "01_methods" / "01_lora.ipynb"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(nb))
+    runs = []
+    for profile, seconds in (("ci", 23.1), ("cpu", 57.4)):
+        runs.append(tmp_path / f"{profile}.json")
+        runs[-1].write_text(json.dumps({**RUN, "profile": profile,
+                                        "seconds": {"notebooks/01_methods/01_lora.ipynb": seconds}}))
+    assert build_site.headers(runs, tmp_path) == ["notebooks/01_methods/01_lora.ipynb"]
+    text = "".join(json.loads(path.read_text())["cells"][0]["source"])
+    assert ("**Expected run time** (whole notebook): CPU: `ci` profile 23 s, `cpu` profile 57 s (measured by nbmake "
+            "under `make test` / `make site` on a 2-core CPU, 2026-11-29).\nColab T4: about 1 minute") in text
+    assert "not measured yet" not in text and text.endswith("More text.")
+    assert build_site.headers(runs, tmp_path) == []  # already up to date
