@@ -13,6 +13,7 @@ One flat module per concern; everything a notebook needs is importable from here
     quant     - int4 / NF4 from scratch, checked against bitsandbytes
     compare   - the three methods side by side (the course's main job)
     sweep     - one hyperparameter at a time: sweeps, the explorer widget, chapter 2's verdicts
+    overfit   - chapter 3: the overfitting baseline, its remedies, the scoreboard and their verdicts
     checks    - exercise checks that say what is wrong
     colab     - the capstone's recipe, memory plan, Drive checkpoints, live loss plot, adapter keeping
     scaling   - full fine-tuning sharded over processes (FSDP via accelerate): launch, compare, the ZeRO arithmetic
@@ -49,6 +50,7 @@ _EXPORTS = {
                "random_model", "weights_by_dtype"],
     "models": ["KNOWN_MODELS", "autocast", "cache_dir", "count_parameters", "disable_bnb_cpu_repacking", "free_memory",
                "load_base", "load_model", "load_tokenizer", "model_path", "nf4_config", "torch_dtype"],
+    "overfit": ["overfit", "overfit_run", "plot_scoreboard", "scoreboard_table"],
     "plots": ["plot_bars", "plot_losses", "plot_lr", "plot_stacked"],
     "profiles": ["PROFILES", "Profile", "get_profile"],
     "scaling": ["scaling", "run_sharded", "sharding_table"],
@@ -60,7 +62,7 @@ _EXPORTS = {
     "train": ["Result", "build_trainer", "dir_bytes", "eval_loss", "evaluate_task", "generate_answers", "history_of",
               "run_experiment"],
 }
-_SUBMODULES = ("checks", "colab", "scaling")  # public as namespaces: ftkit.checks.check_number, ftkit.colab.plan_memory
+_SUBMODULES = ("checks", "colab", "overfit", "scaling")  # public as namespaces: ftkit.checks.check_number, ftkit.colab.plan_memory
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted([*_MODULE_OF, "doctor", "sweep"])
 

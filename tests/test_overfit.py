@@ -1,0 +1,136 @@
+"""Chapter 3's helpers: early stopping keeps the best weights, remedy runs are deterministic, verdicts flip."""
+
+import math
+
+import matplotlib
+import pytest
+
+import ftkit
+from ftkit import overfit
+
+matplotlib.use("Agg")
+
+TINY = overfit.Setup(n_train=4, n_eval=2, steps=4, eval_every=2, seeds=(0, 1), lora_r=4)
+
+
+@pytest.fixture
+def tiny_rows(monkeypatch, tmp_path):
+    """The ci setup shrunk to seconds on the tiny random model; rows are kept in a temporary folder."""
+    monkeypatch.setitem(overfit.SETUPS, "ci", TINY)
+    monkeypatch.setattr(overfit, "rows_dir", lambda: tmp_path)
+    return tmp_path
+
+
+def test_early_stopping_restores_the_best_weights(profile, tiny_data):
+    """A rate far too high for full fine-tuning makes validation loss fall, then rise; patience 2 stops there and the
+    model in memory afterwards has exactly the lowest logged validation loss (not the last one)."""
+    result = ftkit.run_experiment("full", profile=profile, model="tiny-random", data=tiny_data, learning_rate=0.05,
+                                  lr_scheduler="constant", max_steps=8, batch_size=4, eval_every=1,
+                                  early_stopping_patience=2, save=False, score_splits=(), progress=False)
+    steps, losses = result.losses("eval_loss")
+    assert steps[-1] < 8, f"the curve {losses} should rise and stop the run early"
+    assert result.best_step == steps[losses.index(min(losses))] < steps[-1]
+    hp = ftkit.Hyperparameters(**result.hyperparameters)
+    restored = ftkit.eval_loss(result.trained_model, ftkit.load_tokenizer("tiny-random"), tiny_data, profile, hp)
+    assert restored == pytest.approx(min(losses), rel=1e-4)
+    assert restored != pytest.approx(losses[-1], rel=1e-3)
+    stop, best = overfit.early_stop(losses, 2)  # the replay of the rule agrees with the real callback
+    assert (steps[stop], steps[best]) == (steps[-1], result.best_step)
+
+
+def test_a_remedy_run_is_deterministic_and_cached(profile, tiny_rows):
+    """LoRA dropout draws random masks: the same seed gives the same run, another seed another one."""
+    one = overfit.overfit_run("lora dropout", profile, seed=0, model="tiny-random", reuse=False, progress=False)
+    two = overfit.overfit_run("lora dropout", profile, seed=0, model="tiny-random", reuse=False, progress=False)
+    assert one.history == two.history and one.answers == two.answers and one.adapter == two.adapter
+    other = overfit.overfit_run("lora dropout", profile, seed=1, model="tiny-random", reuse=False, progress=False)
+    assert other.losses("train_loss")[1] != one.losses("train_loss")[1]
+    again = overfit.overfit_run("lora dropout", profile, seed=0, model="tiny-random", progress=False)
+    assert again.as_dict() == two.as_dict()  # read back from the file the last run wrote
+    assert len(list(tiny_rows.glob("lora-dropout-seed*.json"))) == 2
+
+
+def test_weight_decay_is_not_in_the_logged_loss(profile, tiny_rows):
+    """Decoupled decay: the first logged loss (before any update) is the same with and without it."""
+    plain = overfit.overfit_run("baseline", profile, model="tiny-random", progress=False)
+    decay = overfit.overfit_run("weight decay", profile, model="tiny-random", keep_model=True, progress=False)
+    assert decay.losses("train_loss")[1][0] == pytest.approx(plain.losses("train_loss")[1][0], rel=1e-6)
+    assert decay.adapter["delta_W"] > 0 and decay.result.trained_model is not None
+    assert overfit.validation_loss(decay, profile) == pytest.approx(decay.losses("eval_loss")[1][-1], rel=1e-4)
+
+
+def test_early_stop_replays_the_callback_rule():
+    curve = [1.0, 0.8, 0.85, 0.7, 0.75, 0.76, 0.9]
+    assert overfit.early_stop(curve, 1) == (2, 1)  # the blip at index 2 stops patience 1 before the minimum
+    assert overfit.early_stop(curve, 3) == (6, 3)
+    assert overfit.early_stop(curve, 4) == (None, 3)
+    assert overfit.early_stop([1.0, 0.99, 0.98], 1, threshold=0.05) == (1, 0)
+    with pytest.raises(ValueError, match="patience"):
+        overfit.early_stop(curve, 0)
+
+
+def test_find_leaks_flags_memorised_values_only():
+    data = ftkit.load_course_dataset(n_train=2, n_validation=1, n_test=1, n_heldout=2, seed=0)
+    trained = [ftkit.parse_answer(a) for a in data["train"]["answer"]]
+    truth = [ftkit.parse_answer(a) for a in data["heldout"]["answer"]]
+    leaked = dict(truth[0], job=trained[0]["job"]) if trained[0]["job"] != truth[0]["job"] else None
+    misread = dict(truth[1], age=truth[1]["age"] + 1)
+    answers = [ftkit.format_answer(leaked or truth[0]), ftkit.format_answer(misread)]
+    leaks = overfit.find_leaks(answers, data["heldout"], data["train"])
+    if leaked:
+        assert leaks == [{"sentence": leaks[0]["sentence"], "field": "job", "said": trained[0]["job"],
+                          "truth": truth[0]["job"]}]
+    assert all(leak["field"] != "age" or leak["said"] in {t["age"] for t in trained} for leak in leaks)
+    assert overfit.find_leaks([data["heldout"][0]["answer"], "no json"], data["heldout"], data["train"]) == []
+
+
+def test_each_verdict_flips_with_made_up_numbers():
+    assert overfit.overfitting_verdict(0.1, 0.13, 0.001, 1.0, 0.2)[0]
+    assert not overfit.overfitting_verdict(0.1, 0.102, 0.001, 1.0, 0.2)[0]  # no rise
+    assert not overfit.overfitting_verdict(0.1, 0.13, 0.001, 0.2, 0.2)[0]  # no better on training sentences
+    assert overfit.early_stopping_verdict(12, 24, 0.0810, 0.0810, 0.12, 10, 20)[0]
+    assert not overfit.early_stopping_verdict(24, 24, 0.0810, 0.0810, 0.12, 20, 20)[0]  # never stopped
+    holds, detail = overfit.early_stopping_verdict(12, 24, 0.11, 0.081, 0.12, 10, 20)
+    assert not holds and "NOT the best" in detail
+    assert overfit.penalty_verdict(1.5 + 224, 1.5, 224)[0]
+    holds, detail = overfit.penalty_verdict(1.5, 1.5, 224)
+    assert not holds and "decoupled" in detail
+    base = {"kept_val": 0.12, "heldout_em": 0.2}
+    assert overfit.remedy_verdict("weight decay", base, {"kept_val": 0.10, "heldout_em": 0.3})[0]
+    holds, detail = overfit.remedy_verdict("weight decay", base, {"kept_val": 0.119, "heldout_em": 0.2})
+    assert not holds and "does not help here" in detail
+    assert ftkit.verdict("3.overfitting", True, "x").startswith("as the theory says")
+    for claim in {r.claim for r in overfit.REMEDIES.values() if r.claim} | {"3.weight-decay-penalty"}:
+        assert ftkit.verdict(claim, False, "x").startswith("differs here")  # every remedy's claim has a CLAIMS.md row
+
+
+def fake_row(name, seed, curve, em=0.25, restored=None):
+    history = []
+    for i, v in enumerate(curve, 1):
+        history += [{"step": i, "train_loss": 0.01 * v, "learning_rate": 1e-3}, {"step": i, "eval_loss": v}]
+    return overfit.Row(remedy=name, seed=seed, history=history, seconds=len(curve), steps=len(curve),
+                       planned_steps=4, restored_step=restored, heldout={"exact_match": em}, answers=[], leaks=[],
+                       adapter={"A": 1.0, "B": 1.0, "delta_W": 1.0})
+
+
+def test_scoreboard_ranks_by_the_kept_models_validation_loss():
+    rows = {"baseline": [fake_row("baseline", 0, [0.5, 0.1, 0.2, 0.3])],
+            "early stopping": [fake_row("early stopping", 0, [0.5, 0.1, 0.2], restored=2)],
+            "lower LR": [fake_row("lower LR", 0, [0.9, 0.6, 0.5, 0.45]), fake_row("lower LR", 1, [0.9, 0.6, 0.5, 0.35])]}
+    s = overfit.summary(rows)
+    assert s["early stopping"]["kept_val"] == 0.1 and s["baseline"]["kept_val"] == 0.3
+    assert s["lower LR"]["kept_val"] == pytest.approx(0.4) and s["lower LR"]["kept_val_spread"] == pytest.approx(0.1)
+    assert rows["baseline"][0].rise == pytest.approx(2.0) and rows["baseline"][0].best_step == 2
+    assert overfit.ranking(rows) == ["early stopping", "baseline", "lower LR"]
+    assert "learns less" in overfit.why("lower LR", rows)
+    assert "keeps the model of step 2" in overfit.why("early stopping", rows)
+    table = overfit.scoreboard_table(rows)
+    assert table.count("\n") == 4 and "0.400 ± 0.050" in table and "patience 3" in table
+    ax = ftkit.plot_scoreboard(rows)
+    assert len(ax.patches) == 3 and ax.get_xlabel().startswith("validation loss")
+    assert math.isclose(rows["baseline"][0].gap, 0.3 - 0.01 * 0.3)
+
+
+def test_unknown_remedy_is_refused():
+    with pytest.raises(ValueError, match="choose one of"):
+        overfit.overfit_data(ftkit.get_profile("ci"), "dropout please")
