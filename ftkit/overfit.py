@@ -4,8 +4,9 @@ Used in notebooks/03_overfitting/: `row = ftkit.overfit_run("weight decay", prof
 `ftkit.scoreboard_table(rows)`, `ftkit.plot_scoreboard(rows)` and the verdict helpers below.
 
 Every remedy is one entry of REMEDIES: the overfitting baseline with one thing changed. A row is trained once per
-(remedy, seed, settings, code) and kept as JSON in the ftkit cache, so each notebook trains only its own remedies and
-the scoreboard reads the rows the chapter already measured (it trains the ones missing).
+(remedy, seed, profile, settings, library versions, code) and kept as JSON in the run's output folder (outputs/overfit
+beside the notebook, see rows_dir), so each notebook trains only its own remedies and the scoreboard reads the rows
+the chapter already measured in this run (and trains the ones missing, so every notebook also runs alone).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,10 +23,10 @@ from pathlib import Path
 import torch
 
 from .data import TRAIN_TEMPLATES, load_course_dataset, parse_answer
-from .models import cache_dir, load_tokenizer
+from .models import load_tokenizer
 from .plots import _axes
 from .profiles import Profile, get_profile
-from .train import evaluate_task, run_experiment
+from .train import eval_loss, evaluate_task, run_experiment
 
 
 @dataclass(frozen=True)
@@ -36,15 +38,18 @@ class Setup:
     steps: int  # optimizer steps of every row (epochs = steps x batch / n_train)
     eval_every: int  # steps between validation losses (the curve early stopping reads)
     seeds: tuple  # training seeds per row (init of the adapters, batch order, dropout masks)
+    remedies: tuple | None = None  # the rows this profile trains (None: every entry of REMEDIES)
     batch_size: int = 4
     lora_r: int = 64  # a large adapter: capacity to memorise
     learning_rate: float = 2e-3  # twice the course's LoRA default: big steps towards the training sentences
 
 
 SETUPS = {
-    # 8 records x 12 epochs; validation every 3 steps on 8 rows: 8 points on the curve, seconds per row
-    "ci": Setup(n_train=8, n_eval=8, steps=24, eval_every=3, seeds=(0,)),
-    # 24 epochs and 32 validation rows; two seeds per row show how much of a difference is noise
+    # 8 records x 8 epochs; validation every 2 steps on 8 rows: 8 points on the curve (measured: lowest at step 6, then
+    # +74 %). CI's budget (~3 min for the chapter) buys one seed and the baseline plus one remedy per strategy.
+    "ci": Setup(n_train=8, n_eval=8, steps=16, eval_every=2, seeds=(0,),
+                remedies=("baseline", "early stopping", "weight decay", "4x records", "lower rank")),
+    # 24 epochs and 32 validation rows; every remedy, two seeds per row show how much of a difference is noise
     "cpu": Setup(n_train=8, n_eval=32, steps=48, eval_every=4, seeds=(0, 1)),
     "gpu": Setup(n_train=8, n_eval=64, steps=64, eval_every=4, seeds=(0, 1)),
     "t4": Setup(n_train=8, n_eval=64, steps=64, eval_every=4, seeds=(0, 1)),
@@ -137,6 +142,7 @@ class Row:
     adapter: dict  # norms of the trained adapter (see adapter_norms)
     trainable_params: int = 0
     measured_at: str = ""
+    from_cache: bool = False  # read back from rows_dir() (measured earlier in this run), not trained by this call
     result: object = field(default=None, repr=False)  # the Result with its model, when keep_model=True
 
     def losses(self, kind: str = "train_loss") -> tuple[list[int], list[float]]:
@@ -188,7 +194,7 @@ class Row:
         return self.losses("eval_loss")[1][-1] / self.best_val - 1
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "result"}
+        return {k: v for k, v in asdict(self).items() if k not in ("result", "from_cache")}
 
 
 def adapter_norms(model) -> dict:
@@ -238,9 +244,13 @@ def _digest(settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+ROWS_ENV = "FTKIT_OVERFIT_ROWS"
+
+
 def rows_dir() -> Path:
-    """Where measured rows are kept: the ftkit cache's overfit/ folder (delete it to measure everything again)."""
-    return cache_dir() / "overfit"
+    """Where measured rows are kept: $FTKIT_OVERFIT_ROWS, else outputs/overfit under the working folder (beside the
+    notebook: a run's output, ignored by git). Delete it to measure everything again."""
+    return Path(os.environ.get(ROWS_ENV) or Path("outputs") / "overfit")
 
 
 def row_path(remedy: str, seed: int, profile: Profile | None = None, model: str | None = None) -> Path:
@@ -262,7 +272,7 @@ def overfit_run(remedy: str = "baseline", profile: Profile | None = None, seed: 
     seed = setup.seeds[0] if seed is None else seed
     path = row_path(remedy, seed, profile, model)
     if reuse and not keep_model and path.is_file():
-        return Row(**json.loads(path.read_text()))
+        return Row(**json.loads(path.read_text()), from_cache=True)
     settings, data = settings_of(remedy, profile, model), overfit_data(profile, remedy)
     result = run_experiment("lora", profile=profile, model=settings["model"], data=data, eval_every=setup.eval_every,
                             seed=seed,
@@ -288,7 +298,6 @@ def overfit_run(remedy: str = "baseline", profile: Profile | None = None, seed: 
 
 def validation_loss(row: Row, profile: Profile | None = None) -> float:
     """Validation loss of the model a kept row holds now, computed as the trainer logs it (same rows, same batches)."""
-    from .compare import eval_loss
     from .hparams import Hyperparameters
 
     if row.result is None or row.result.trained_model is None:
@@ -298,11 +307,20 @@ def validation_loss(row: Row, profile: Profile | None = None) -> float:
                      profile or get_profile(), hp)
 
 
+def profile_remedies(names=None, profile: Profile | None = None) -> list[str]:
+    """The remedies of `names` (default: all of REMEDIES) that this profile trains, in order (ci trains a few)."""
+    chosen = setup_of(profile).remedies
+    for name in names or REMEDIES:
+        remedy_of(name)
+    return [n for n in (names or REMEDIES) if chosen is None or n in chosen]
+
+
 def overfit_rows(remedies=None, profile: Profile | None = None, *, progress: bool = True) -> dict[str, list[Row]]:
-    """Every remedy (default: all of REMEDIES) for every seed of the profile: {remedy: [Row per seed]}."""
+    """Each remedy of `remedies` (default: all of REMEDIES) that the profile trains, for every seed of the profile:
+    {remedy: [Row per seed]}."""
     profile = profile or get_profile()
     return {name: [overfit_run(name, profile, seed, progress=progress) for seed in setup_of(profile).seeds]
-            for name in (remedies or REMEDIES)}
+            for name in profile_remedies(remedies, profile)}
 
 
 class KeepBest:
@@ -327,9 +345,7 @@ class KeepBest:
         """Put the best step's weights into model; returns the weights it replaced (swap_in them to go back)."""
         params = dict(model.named_parameters())
         old = {n: params[n].detach().clone() for n in self.weights}
-        with torch.no_grad():
-            for n, w in self.weights.items():
-                params[n].copy_(w)
+        load_weights(model, self.weights)
         return old
 
 

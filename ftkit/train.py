@@ -240,11 +240,12 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
     return result
 
 
-def eval_loss(model, tokenizer, data, profile: Profile) -> float:
-    """Validation loss of a model exactly as run_experiment's trainer computes it (loss on the answer only)."""
+def eval_loss(model, tokenizer, data, profile: Profile, hp: Hyperparameters | None = None) -> float:
+    """Validation loss of a model exactly as run_experiment's trainer computes it (loss on the answer only), in
+    batches of hp.batch_size (default: the profile's LoRA hyperparameters)."""
     with tempfile.TemporaryDirectory(prefix="ftkit-eval-") as tmp:
-        trainer = build_trainer(model, tokenizer, data, default_hyperparameters("lora", profile), profile=profile,
-                                output_dir=tmp, progress=False)
+        trainer = build_trainer(model, tokenizer, data, hp or default_hyperparameters("lora", profile),
+                                profile=profile, output_dir=tmp, progress=False)
         return trainer.evaluate()["eval_loss"]
 
 

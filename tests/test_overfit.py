@@ -47,6 +47,7 @@ def test_a_remedy_run_is_deterministic_and_cached(profile, tiny_rows):
     assert other.losses("train_loss")[1] != one.losses("train_loss")[1]
     again = overfit.overfit_run("lora dropout", profile, seed=0, model="tiny-random", progress=False)
     assert again.as_dict() == two.as_dict()  # read back from the file the last run wrote
+    assert again.from_cache and not two.from_cache  # the scoreboard says which rows it read back
     assert len(list(tiny_rows.glob("lora-dropout-seed*.json"))) == 2
 
 
@@ -134,3 +135,28 @@ def test_scoreboard_ranks_by_the_kept_models_validation_loss():
 def test_unknown_remedy_is_refused():
     with pytest.raises(ValueError, match="choose one of"):
         overfit.overfit_data(ftkit.get_profile("ci"), "dropout please")
+
+
+def test_rows_are_kept_per_run_and_keyed_by_every_setting(profile, monkeypatch, tmp_path):
+    """Rows live in the run's output folder (not the repository, not the user's cache) and a change of profile, seed
+    or any setting of the row gives another file."""
+    monkeypatch.delenv(overfit.ROWS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert overfit.rows_dir().resolve() == tmp_path / "outputs" / "overfit"
+    monkeypatch.setenv(overfit.ROWS_ENV, str(tmp_path / "elsewhere"))
+    assert overfit.rows_dir() == tmp_path / "elsewhere"
+    paths = {overfit.row_path("baseline", 0, profile), overfit.row_path("baseline", 1, profile),
+             overfit.row_path("baseline", 0, ftkit.get_profile("cpu")), overfit.row_path("lower LR", 0, profile)}
+    assert len(paths) == 4
+    monkeypatch.setitem(overfit.SETUPS, "ci", TINY)
+    assert overfit.row_path("baseline", 0, profile) not in paths  # the baseline's sizes changed
+
+
+def test_each_profile_trains_its_remedies(monkeypatch):
+    ci, cpu = ftkit.get_profile("ci"), ftkit.get_profile("cpu")
+    assert overfit.profile_remedies(profile=cpu) == list(overfit.REMEDIES)
+    chosen = overfit.profile_remedies(profile=ci)
+    assert chosen[0] == "baseline" and set(chosen) < set(overfit.REMEDIES)
+    assert overfit.profile_remedies(["lower LR", "baseline"], cpu) == ["lower LR", "baseline"]
+    with pytest.raises(ValueError, match="choose one of"):
+        overfit.profile_remedies(["dropout please"], ci)
