@@ -93,6 +93,8 @@ def test_each_verdict_flips_with_made_up_numbers():
     assert not overfit.early_stopping_verdict(24, 24, 0.0810, 0.0810, 0.12, 20, 20)[0]  # never stopped
     holds, detail = overfit.early_stopping_verdict(12, 24, 0.11, 0.081, 0.12, 10, 20)
     assert not holds and "NOT the best" in detail
+    assert "10 s against 20 s" in overfit.time_saved(12, 24, 10, 20)
+    assert "checkpoint at every evaluation" in overfit.time_saved(9, 10, 63, 34)  # slower: said, not hidden
     assert overfit.penalty_verdict(1.5 + 224, 1.5, 224)[0]
     holds, detail = overfit.penalty_verdict(1.5, 1.5, 224)
     assert not holds and "decoupled" in detail
@@ -124,6 +126,13 @@ def test_scoreboard_ranks_by_the_kept_models_validation_loss():
     assert rows["baseline"][0].rise == pytest.approx(2.0) and rows["baseline"][0].best_step == 2
     assert overfit.ranking(rows) == ["early stopping", "baseline", "lower LR"]
     assert "learns less" in overfit.why("lower LR", rows)
+    rows["weight decay"] = [fake_row("weight decay", 0, [0.5, 0.1, 0.25, 0.35])]  # lr 1e-3 x 0.1 x 4 steps: 0.04 %
+    assert "noise" in overfit.why("weight decay", rows)
+    rows["4x records"] = [fake_row("4x records", 0, [0.5, 0.05, 0.06, 0.06])]
+    assert "lower than the baseline ever did" in overfit.why("4x records", rows)
+    assert "memorises less" in overfit.why("4x records", rows)
+    for name in ("weight decay", "4x records"):
+        del rows[name]
     assert "keeps the model of step 2" in overfit.why("early stopping", rows)
     table = overfit.scoreboard_table(rows)
     assert table.count("\n") == 4 and "0.400 ± 0.050" in table and "patience 3" in table
