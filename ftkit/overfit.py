@@ -51,9 +51,10 @@ SETUPS = {
     # remedy per strategy.
     "ci": Setup(n_train=8, n_eval=8, steps=10, eval_every=1, seeds=(0,), lr_scheduler="constant",
                 remedies=("baseline", "early stopping", "weight decay", "4x records", "lower rank")),
-    # 12 epochs at the same constant rate, 32 validation rows; every remedy, and two seeds per row show how much of a
-    # difference is noise (a laptop's ~20 min for the chapter on 2 cores; 48 cosine steps would be ~40)
-    "cpu": Setup(n_train=8, n_eval=32, steps=24, eval_every=2, seeds=(0, 1), lr_scheduler="constant"),
+    # 12 epochs, 32 validation rows; every remedy, and two seeds per row show how much of a difference is noise (about
+    # half the time of 48 steps). Cosine, not constant: 24 steps at a constant 2e-3 collapsed the model at the end
+    # (validation loss 0.24 -> 1.19 at step 24, repeated keys, 0 % exact match even on the training sentences).
+    "cpu": Setup(n_train=8, n_eval=32, steps=24, eval_every=2, seeds=(0, 1)),
     "gpu": Setup(n_train=8, n_eval=64, steps=64, eval_every=4, seeds=(0, 1)),
     "t4": Setup(n_train=8, n_eval=64, steps=64, eval_every=4, seeds=(0, 1)),
 }
