@@ -292,7 +292,9 @@ def overfit_run(remedy: str = "baseline", profile: Profile | None = None, seed: 
               trainable_params=result.trainable_params,
               measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(row.as_dict(), indent=1))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")  # notebooks may run side by side: a reader never sees half
+    tmp.write_text(json.dumps(row.as_dict(), indent=1))
+    os.replace(tmp, path)
     if keep_model:
         row.result = result
     else:
