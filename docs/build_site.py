@@ -175,7 +175,9 @@ def run_time_sentence(runs: list[dict], notebook: str) -> str | None:
     timed = [(run, run["seconds"][notebook]) for run in runs if notebook in run["seconds"]]
     if not timed:
         return None
-    times = ", ".join(f"`{run['profile']}` profile {seconds:.0f} s" for run, seconds in timed)
+    untimed = sorted({run["profile"] for run in runs} - {run["profile"] for run, _ in timed})
+    times = ", ".join([f"`{run['profile']}` profile {seconds:.0f} s" for run, seconds in timed]
+                      + [f"`{profile}` profile not measured yet" for profile in untimed])
     where = "; ".join(sorted({f"{run['machine']}, {run['date']}" for run, _ in timed}))
     return f"CPU: {times} (measured by nbmake under `make test` / `make site` on {where}).\n"
 
