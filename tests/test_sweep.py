@@ -177,3 +177,12 @@ def test_gradient_noise_shrinks_with_batch_size(tiny_profile, tiny_data):
     noise = ftkit.gradient_noise(model, batches)
     assert noise[8]["noise"] < noise[1]["noise"] and noise[1]["batches"] == 3
     assert -1 <= noise[1]["cosine"] <= 1 and (ftkit.flat_trainable(model) == before).all()
+
+
+def test_accumulation_matches_the_big_batch_in_fp32(tiny_profile, tiny_data):
+    """Batch 8 against 4 x 2 accumulation, in fp32: the same update up to float order; a per-micro-batch mean that
+    halved or doubled the update would be off by 50 % or more."""
+    acc = ftkit.accumulation_check(tiny_profile, data=tiny_data, steps=2)
+    assert acc["loss_diff"] < 1e-4 and acc["weight_diff"] < 1e-3, acc
+    assert acc["big"].hyperparameters["gradient_accumulation_steps"] == 1
+    assert acc["accumulated"].hyperparameters["gradient_accumulation_steps"] == 2
