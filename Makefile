@@ -14,7 +14,7 @@ SITE := build/site
 NB_TIMEOUT ?= 900
 # Notebooks run NB_WORKERS at a time (pytest-xdist), each kernel on NB_THREADS cores: on 2 cores, two one-core kernels
 # finished chapters 2 and 3 in 510 s against 820 s one at a time (2026-11-29). NB_WORKERS=1 NB_THREADS=2 runs them
-# one by one, as a learner does.
+# one by one, as a learner does. Chapter 3 stays on one worker, in order (notebooks/conftest.py says why).
 NB_WORKERS ?= 2
 NB_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
@@ -50,7 +50,7 @@ define execute
 	cd $(EXECUTED) && FTKIT_PROFILE=$(1) OMP_NUM_THREADS=$(NB_THREADS) MKL_NUM_THREADS=$(NB_THREADS) \
 		$(abspath $(PY)) -m pytest --nbmake -n $(NB_WORKERS) --nbmake-timeout=$(NB_TIMEOUT) --overwrite \
 		--durations=0 -q -p no:cacheprovider --junitxml=junit.xml -o junit_family=xunit1 notebooks colab
-	$(PY) docs/build_site.py record $(EXECUTED) --profile $(1)
+	$(PY) docs/build_site.py record $(EXECUTED) --profile $(1) --workers $(NB_WORKERS) --threads $(NB_THREADS)
 endef
 
 notebooks: setup

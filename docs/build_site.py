@@ -61,10 +61,12 @@ def notebook_seconds(junit_xml: Path) -> dict[str, float]:
     return seconds
 
 
-def record(executed: Path, profile: str) -> dict:
-    """Write run.json beside the executed notebooks: what produced their numbers."""
+def record(executed: Path, profile: str, workers: int = 1, threads: int | None = None) -> dict:
+    """Write run.json beside the executed notebooks: what produced their numbers, and how they ran (how many notebooks
+    at a time, on how many threads each: two one-core kernels side by side take longer each than one kernel alone)."""
     run = {"profile": profile, "machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
-           "python": platform.python_version(), "seconds": notebook_seconds(executed / "junit.xml")}
+           "python": platform.python_version(), "workers": workers, "threads": threads or os.cpu_count(),
+           "seconds": notebook_seconds(executed / "junit.xml")}
     (executed / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
     return run
 
@@ -178,8 +180,14 @@ def run_time_sentence(runs: list[dict], notebook: str) -> str | None:
     untimed = sorted({run["profile"] for run in runs} - {run["profile"] for run, _ in timed})
     times = ", ".join([f"`{run['profile']}` profile {seconds:.0f} s" for run, seconds in timed]
                       + [f"`{profile}` profile not measured yet" for profile in untimed])
-    where = "; ".join(sorted({f"{run['machine']}, {run['date']}" for run, _ in timed}))
+    where = "; ".join(sorted({f"{run['machine']}, {run['date']}{how(run)}" for run, _ in timed}))
     return f"CPU: {times} (measured by nbmake under `make test` / `make site` on {where}).\n"
+
+
+def how(run: dict) -> str:
+    """", two notebooks at a time on 1 core each" for a run.json of notebooks run side by side; "" for one at a time."""
+    workers = run.get("workers", 1)
+    return f", {workers} notebooks at a time on {run.get('threads', 1)} core each" if workers > 1 else ""
 
 
 def headers(run_files: list[Path], root: Path = ROOT) -> list[str]:
@@ -207,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     rec = sub.add_parser("record", help="write run.json beside the notebooks nbmake executed")
     rec.add_argument("executed", type=Path)
     rec.add_argument("--profile", required=True)
+    rec.add_argument("--workers", type=int, default=1, help="notebooks run at a time (pytest-xdist's -n)")
+    rec.add_argument("--threads", type=int, help="threads of each notebook's kernel (OMP_NUM_THREADS)")
     build = sub.add_parser("html", help="build the site from the executed notebooks")
     build.add_argument("executed", type=Path)
     build.add_argument("out", type=Path)
@@ -214,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     head.add_argument("runs", type=Path, nargs="+")
     args = parser.parse_args(argv)
     if args.command == "record":
-        print(json.dumps(record(args.executed, args.profile), indent=2))
+        print(json.dumps(record(args.executed, args.profile, args.workers, args.threads), indent=2))
     elif args.command == "headers":
         print("\n".join(headers(args.runs)) or "no header changed")
     else:

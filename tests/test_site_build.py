@@ -67,3 +67,12 @@ def test_headers_take_the_measured_times_and_keep_the_colab_estimate(tmp_path):
             "under `make test` / `make site` on a 2-core CPU, 2026-11-29).\nColab T4: about 1 minute") in text
     assert "not measured yet" not in text and text.endswith("More text.")
     assert build_site.headers(runs, tmp_path) == []  # already up to date
+
+
+def test_headers_say_when_notebooks_ran_side_by_side():
+    side_by_side = {**RUN, "workers": 2, "threads": 1, "seconds": {"notebooks/a.ipynb": 80.0}}
+    assert build_site.run_time_sentence([side_by_side], "notebooks/a.ipynb") == (
+        "CPU: `ci` profile 80 s (measured by nbmake under `make test` / `make site` on a 2-core CPU, 2026-11-29, "
+        "2 notebooks at a time on 1 core each).\n")
+    alone = {**RUN, "workers": 1, "threads": 2, "seconds": {"notebooks/a.ipynb": 60.0}}
+    assert "at a time" not in build_site.run_time_sentence([alone], "notebooks/a.ipynb")
