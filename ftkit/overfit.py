@@ -534,8 +534,8 @@ def why(name: str, rows: dict[str, list[Row]], *, margin: float = 0.05) -> str:
     if REMEDIES[name].patience is not None:
         return (f"it keeps the model of step {statistics.fmean(r.kept_step for r in mine):.0f}, before the curve rose "
                 f"(the full run ends {base_rise:+.0%} above its minimum)")
-    decay = REMEDIES[name].hp.get("weight_decay", 0)
-    if decay and decay_shrink(mine[0], decay) < margin:
+    if too_weak_decay(name, rows, margin=margin):
+        decay = REMEDIES[name].hp["weight_decay"]
         return (f"decoupled decay shrinks an untouched weight by only {decay_shrink(mine[0], decay):.1%} over these "
                 f"{mine[0].planned_steps} steps, too little to change what the adapter memorises: the difference from "
                 "the baseline is noise (the same seed, a slightly different and chaotic trajectory at this high rate)")
@@ -554,17 +554,34 @@ def why(name: str, rows: dict[str, list[Row]], *, margin: float = 0.05) -> str:
                    "still memorises"
 
 
-def remedy_verdict(name: str, base: dict, row: dict, *, min_gain: float = 0.05) -> tuple[bool, str]:
+def too_weak_decay(name: str, rows: dict[str, list[Row]], *, margin: float = 0.05) -> bool:
+    """True for a remedy that changes only weight decay, when decay alone shrinks a weight by less than `margin` over
+    the run: too little to be the cause of any difference from the baseline."""
+    hp = REMEDIES[name].hp
+    return set(hp) == {"weight_decay"} and not REMEDIES[name].data and decay_shrink(rows[name][0], hp["weight_decay"]) < margin
+
+
+def remedy_verdict(name: str, rows: dict[str, list[Row]], *, min_gain: float = 0.05) -> tuple[bool, str]:
     """Does a remedy help here? Holds when the validation loss of the model it keeps is at least `min_gain` (5 %)
-    below the baseline's. `base` and `row` are entries of summary(); the detail adds held-out exact match."""
+    below the baseline's, by more than the spread between seeds (when there are several), and the remedy can be the
+    cause (weight decay too weak to move the weights cannot). The detail adds held-out exact match and why()."""
+    s = summary(rows)
+    base, row = s["baseline"], s[name]
     change = row["kept_val"] / base["kept_val"] - 1
-    holds = change <= -min_gain
+    noise = max(base["kept_val_spread"], row["kept_val_spread"])
+    beyond_noise = base["kept_val"] - row["kept_val"] > noise
+    weak = too_weak_decay(name, rows)
+    holds = change <= -min_gain and beyond_noise and not weak
     detail = (f"{name} ({describe(name)}): validation loss of the kept model {row['kept_val']:.3f} against "
               f"{base['kept_val']:.3f} ({change:+.0%}), held-out exact match {row['heldout_em']:.0%} against "
               f"{base['heldout_em']:.0%}")
-    if not holds:
+    if change > -min_gain:
         detail += f" — not {min_gain:.0%} better, so it does not help here"
-    return holds, detail
+    elif weak:
+        detail += " — but not because of the decay"
+    elif not beyond_noise:
+        detail += f" — within the spread between seeds ({noise:.3f}), so not a measured help"
+    return holds, detail + "; " + why(name, rows)
 
 
 def template_overlap(data) -> set:
