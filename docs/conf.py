@@ -8,7 +8,7 @@ run = json.loads((Path(__file__).parent / "run.json").read_text())
 
 project = "Fine-tuning LLMs, measured"
 author = "the course authors"
-extensions = ["myst_nb"]
+extensions = ["myst_nb", "sphinx.ext.mathjax", "sphinx-mathjax-offline"]  # MathJax copied into the site: no CDN
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_heading_anchors = 3
 nb_execution_mode = "off"  # every notebook was executed once by nbmake (make notebooks / make site): never again here

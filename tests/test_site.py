@@ -191,3 +191,25 @@ def test_notebook_page_shows_its_figures_and_takeaways(browser, source):
 
 def test_some_pages_have_figures():
     assert sum(_expected(p)["figures"] for p in _notebooks()) > 0
+
+
+TYPESET = """(async () => {
+  const ready = () => window.MathJax && MathJax.startup && MathJax.startup.promise;
+  for (let i = 0; i < 100 && !ready(); i++) await new Promise(r => setTimeout(r, 100));
+  if (!ready()) return {loaded: false, formulas: 0, scripts: []};
+  await MathJax.startup.promise;
+  return {loaded: true, formulas: document.querySelectorAll('main mjx-container').length,
+          scripts: [...document.scripts].map(s => s.src).filter(s => s.toLowerCase().includes('mathjax'))};
+})()"""
+
+
+def test_formulas_render_offline(browser):
+    """MathJax comes with the site (sphinx-mathjax-offline), so formulas typeset with no network (the browser has none)."""
+    source = next(p for p in _notebooks() if "lora_from_scratch" in p.name)  # 1.1: W x + (alpha/r) B A x
+    browser.open(_page(source))
+    math = browser.evaluate(TYPESET)
+    assert math["loaded"], "MathJax did not load: the site must carry it (docs/conf.py: sphinx-mathjax-offline)"
+    assert math["scripts"] and all(s.startswith("file://") for s in math["scripts"]), math["scripts"]
+    assert math["formulas"] > 0
+    browser.evaluate("document.querySelector('main mjx-container').scrollIntoView()")
+    browser.screenshot(SHOTS / "formulas.png")
