@@ -128,6 +128,12 @@ def test_lr_verdicts_flip():
     assert "100x" in v["2.lr-lora-higher"]
     v = sw.lr_verdicts(*lr_inputs(high_diverges=False, low_stuck=True, lora_best=1e-5))
     assert not agrees(v["2.lr-too-high"]) and agrees(v["2.lr-local-minima"]) and not agrees(v["2.lr-lora-higher"])
+    start, finals, curves, grads = lr_inputs(lora_best=1e-4)
+    finals["full"][1e-4] = 0.12  # full FT's 1e-5 and 1e-4 both near the floor: the ratio is 1x-10x, not resolved
+    v = sw.lr_verdicts(start, finals, curves, grads)["2.lr-lora-higher"]
+    assert not agrees(v) and "between 1x and 10x" in v and "1e-05 (0.1000) and 0.0001 (0.1200)" in v
+    finals["full"][1e-4] = 0.3  # ... and resolved again when 1e-4 is clearly worse
+    assert agrees(sw.lr_verdicts(start, finals, curves, grads)["2.lr-lora-higher"])
     start, finals, curves, grads = lr_inputs()
     for m in finals:
         finals[m][1e-6] = 0.12
