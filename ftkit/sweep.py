@@ -556,10 +556,14 @@ def epoch_verdicts(val_by_epoch: dict) -> dict[str, str]:
     es = sorted(val_by_epoch)
     best = min(es, key=val_by_epoch.get)
     rise = val_by_epoch[es[-1]] - val_by_epoch[best]
-    out = {"2.epochs-fit": verdict(
-        "2.epochs-fit", es[0] < best < es[-1] and rise > 0.01,
-        f"validation loss fell to {val_by_epoch[best]:.3f} at epoch {best:g}, then rose by {rise:.3f} by epoch "
-        f"{es[-1]:g}")}
+    detail = (f"validation loss fell to {val_by_epoch[best]:.3f} at epoch {best:g}, then rose by {rise:.3f} by epoch "
+              f"{es[-1]:g}")
+    if best == es[-1]:
+        detail += " — still falling at the last epoch: every epoch here is on the underfitting side"
+    elif rise <= 0.01:
+        detail += (" — flat after its minimum, not rising (within 0.01): the model reached the task's floor and more "
+                   "epochs of the same examples left it there; overfitting shows with fewer records (chapter 3)")
+    out = {"2.epochs-fit": verdict("2.epochs-fit", es[0] < best < es[-1] and rise > 0.01, detail)}
     out["2.epochs-typical"] = verdict(
         "2.epochs-typical", 1 <= best <= 3,
         f"the best epoch here is {best:g}" + ("" if best <= 3 else " on a small training set") + "; the text's 1-3 "

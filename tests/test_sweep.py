@@ -170,7 +170,9 @@ def test_epoch_and_warmup_verdicts_flip():
     v = sw.epoch_verdicts({1: 0.5, 2: 0.3, 3: 0.4, 4: 0.5})
     assert agrees(v["2.epochs-fit"]) and agrees(v["2.epochs-typical"])
     v = sw.epoch_verdicts({1: 0.5, 2: 0.4, 3: 0.3, 4: 0.25, 5: 0.2})
-    assert not agrees(v["2.epochs-fit"]) and not agrees(v["2.epochs-typical"])
+    assert not agrees(v["2.epochs-fit"]) and not agrees(v["2.epochs-typical"]) and "underfitting side" in v["2.epochs-fit"]
+    v = sw.epoch_verdicts({1: 0.3, 2: 0.05, 3: 0.014, 4: 0.015, 8: 0.016})  # the cpu profile's shape: flat at the floor
+    assert not agrees(v["2.epochs-fit"]) and "flat after its minimum" in v["2.epochs-fit"]
     assert agrees(sw.warmup_verdicts({"warmup": 1.0, "none": 3.0}, {"warmup": 2.0, "none": 9.0})["2.warmup"])
     assert not agrees(sw.warmup_verdicts({"warmup": 3.0, "none": 1.0}, {"warmup": 2.0, "none": 9.0})["2.warmup"])
 
