@@ -252,8 +252,8 @@ def merge_adapter(model: str, adapter_dir, out_dir, *, dtype: torch.dtype = torc
                       "serve the 4-bit base + adapter as they are.")
     with quiet_loading():
         base = AutoModelForCausalLM.from_pretrained(model_path(model), dtype=dtype)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().eval()
-    merged.save_pretrained(out_dir)
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().eval()
+        merged.save_pretrained(out_dir)
     return merged, f"merged into a {str(dtype).removeprefix('torch.')} copy of the base, saved to {out_dir}"
 
 

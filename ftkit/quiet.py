@@ -58,8 +58,8 @@ def library_warnings():
 
 @contextlib.contextmanager
 def quiet_loading():
-    """Around from_pretrained: no "Loading weights" bar (transformers draws one per load, a dozen in a sweep
-    notebook, most under a second)."""
+    """Around from_pretrained and save_pretrained: no "Loading weights" or "Writing model shards" bar (transformers
+    draws one per load and per save, a dozen in a sweep notebook, most under a second)."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()

@@ -21,7 +21,7 @@ from .data import profile_dataset, score
 from .hparams import Hyperparameters, check_method, check_run, default_hyperparameters, with_overrides
 from .models import count_parameters, load_model
 from .profiles import Profile, get_profile
-from .quiet import quiet_trainer, quiet_training
+from .quiet import quiet_loading, quiet_trainer, quiet_training
 
 
 @dataclass
@@ -227,7 +227,8 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
         result.best_step = _checkpoint_step(trainer.state.best_model_checkpoint)
     if save:
         final_dir = Path(output_dir) / "final"
-        trainer.model.save_pretrained(final_dir)
+        with quiet_loading():
+            trainer.model.save_pretrained(final_dir)
         result.saved_bytes = dir_bytes(final_dir)
     for split in score_splits:
         result.scores[split], answers = evaluate_task(trainer.model, tokenizer, data[split],

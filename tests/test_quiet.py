@@ -16,15 +16,17 @@ from ftkit.profiles import cpu_has_bf16
 RUN = """
 import ftkit
 data = ftkit.load_course_dataset(n_train=8, n_validation=4, n_test=4, n_heldout=4, seed=0)
-result = ftkit.run_experiment("lora", profile=ftkit.get_profile("ci"), model="tiny-random", data=data,
-                              max_steps=2, eval_every=1, batch_size=4, save=False, score_splits=())
-print("trained steps:", result.history[-1]["step"])
+for method in ("lora", "full"):  # full FT saves the whole model: save_pretrained's bar
+    result = ftkit.run_experiment(method, profile=ftkit.get_profile("ci"), model="tiny-random", data=data,
+                                  max_steps=2, eval_every=1, batch_size=4, save=True, score_splits=())
+    print("trained steps:", result.history[-1]["step"])
 """
 NOISE = {
     "dataset bars": "Tokenizing train dataset",
     "per-step dictionaries": "{'loss': ",
     "deprecation warning": "is_gradient_checkpointing",
     "weight-loading bars": "Loading weights",
+    "weight-saving bars": "Writing model shards",  # save_pretrained of a whole model (full FT)
 }
 
 
