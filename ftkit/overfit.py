@@ -557,8 +557,10 @@ def why(name: str, rows: dict[str, list[Row]], *, margin: float = 0.05) -> str:
 def too_weak_decay(name: str, rows: dict[str, list[Row]], *, margin: float = 0.05) -> bool:
     """True for a remedy that changes only weight decay, when decay alone shrinks a weight by less than `margin` over
     the run: too little to be the cause of any difference from the baseline."""
-    hp = REMEDIES[name].hp
-    return set(hp) == {"weight_decay"} and not REMEDIES[name].data and decay_shrink(rows[name][0], hp["weight_decay"]) < margin
+    remedy = REMEDIES[name]
+    if set(remedy.hp) != {"weight_decay"} or remedy.data:
+        return False
+    return decay_shrink(rows[name][0], remedy.hp["weight_decay"]) < margin
 
 
 def remedy_verdict(name: str, rows: dict[str, list[Row]], *, min_gain: float = 0.05) -> tuple[bool, str]:
