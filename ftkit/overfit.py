@@ -539,7 +539,11 @@ def why(name: str, rows: dict[str, list[Row]], *, margin: float = 0.05) -> str:
         return (f"decoupled decay shrinks an untouched weight by only {decay_shrink(mine[0], decay):.1%} over these "
                 f"{mine[0].planned_steps} steps, too little to change what the adapter memorises: the difference from "
                 "the baseline is noise (the same seed, a slightly different and chaotic trajectory at this high rate)")
-    if best > base["best_val"] * (1 + margin):
+    spread = max(max(r.best_val for r in rs) - min(r.best_val for r in rs) for rs in (mine, rows["baseline"]))
+    if 0 < spread and abs(base["best_val"] - best) <= spread:
+        level = (f"its lowest validation loss, {best:.3f}, is within the seeds' spread ({spread:.3f}) of the "
+                 f"baseline's {base['best_val']:.3f}")
+    elif best > base["best_val"] * (1 + margin):
         level = (f"its lowest validation loss, {best:.3f}, is above the baseline's {base['best_val']:.3f}: in "
                  f"{mine[0].planned_steps} steps it learns less")
     elif best < base["best_val"] * (1 - margin):

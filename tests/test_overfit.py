@@ -138,6 +138,8 @@ def test_scoreboard_ranks_by_the_kept_models_validation_loss():
     rows["lower rank"][1] = fake_row("lower rank", 1, [0.5, 0.1, 0.3, 0.3])  # mean 0.25, 17 % lower, spread 0.1
     holds, detail = overfit.remedy_verdict("lower rank", rows)
     assert not holds and "within the spread between seeds" in detail
+    rows["lower rank"] = [fake_row("lower rank", 0, [0.5, 0.05, 0.1]), fake_row("lower rank", 1, [0.5, 0.12, 0.2])]
+    assert "within the seeds' spread (0.070)" in overfit.why("lower rank", rows)  # best 0.085 vs 0.1: 15 %, but noise
     for name in ("weight decay", "4x records", "lower rank"):
         del rows[name]
     assert "keeps the model of step 2" in overfit.why("early stopping", rows)
