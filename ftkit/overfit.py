@@ -413,11 +413,13 @@ def _mean(rows: list[Row], value) -> float:
 
 
 def summary(rows: dict[str, list[Row]]) -> dict[str, dict]:
-    """Per remedy, the mean over seeds of each scoreboard column (and the spread of the kept validation loss)."""
+    """Per remedy, the mean over seeds of each scoreboard column (and the spread of the best and kept validation
+    losses between seeds: 0 with one seed)."""
     out = {}
     for name, rs in rows.items():
-        vals = [r.kept_val for r in rs]
-        out[name] = {"best_val": _mean(rs, lambda r: r.best_val), "kept_val": statistics.fmean(vals),
+        vals, bests = [r.kept_val for r in rs], [r.best_val for r in rs]
+        out[name] = {"best_val": statistics.fmean(bests), "best_val_spread": max(bests) - min(bests),
+                     "kept_val": statistics.fmean(vals),
                      "kept_val_spread": max(vals) - min(vals), "gap": _mean(rs, lambda r: r.gap),
                      "heldout_em": _mean(rs, lambda r: r.heldout["exact_match"]),
                      "steps": _mean(rs, lambda r: r.steps), "seconds": _mean(rs, lambda r: r.seconds),
@@ -527,8 +529,8 @@ def why(name: str, rows: dict[str, list[Row]], *, margin: float = 0.05) -> str:
     """Why a remedy ended where it did against the baseline, from the two curves: how low it got (learns more that
     carries over, or less in these steps) and how far it rose from there (memorises less, or just the same). Weight
     decay too weak to move the weights is named as such: its difference from the baseline is then the run's noise."""
-    s, base = summary(rows), summary({"baseline": rows["baseline"]})["baseline"]
-    mine = rows[name]
+    s = summary(rows)
+    base, mine = s["baseline"], rows[name]
     best, rise = s[name]["best_val"], statistics.fmean(r.rise for r in mine)
     base_rise = statistics.fmean(r.rise for r in rows["baseline"])
     if REMEDIES[name].patience is not None:
@@ -539,7 +541,7 @@ def why(name: str, rows: dict[str, list[Row]], *, margin: float = 0.05) -> str:
         return (f"decoupled decay shrinks an untouched weight by only {decay_shrink(mine[0], decay):.1%} over these "
                 f"{mine[0].planned_steps} steps, too little to change what the adapter memorises: the difference from "
                 "the baseline is noise (the same seed, a slightly different and chaotic trajectory at this high rate)")
-    spread = max(max(r.best_val for r in rs) - min(r.best_val for r in rs) for rs in (mine, rows["baseline"]))
+    spread = max(s[name]["best_val_spread"], base["best_val_spread"])
     if 0 < spread and abs(base["best_val"] - best) <= spread:
         level = (f"its lowest validation loss, {best:.3f}, is within the seeds' spread ({spread:.3f}) of the "
                  f"baseline's {base['best_val']:.3f}")
