@@ -185,7 +185,7 @@ def run_time_sentence(runs: list[dict], notebook: str) -> str | None:
 
 
 def how(run: dict) -> str:
-    """", two notebooks at a time on 1 core each" for a run.json of notebooks run side by side; "" for one at a time."""
+    """", 2 notebooks at a time on 1 core each" for a run.json of notebooks run side by side; "" for one at a time."""
     workers = run.get("workers", 1)
     return f", {workers} notebooks at a time on {run.get('threads', 1)} core each" if workers > 1 else ""
 
