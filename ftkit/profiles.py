@@ -30,6 +30,7 @@ class Profile:
     eval_every: int  # steps between validation-loss evaluations
     sweep_points: int  # how many values a hyperparameter sweep tries
     gen_batch_size: int  # prompts generated at once when scoring
+    emulating: str = ""  # "t4": a T4's code paths emulated on the CPU (ftkit.emulation, FTKIT_EMULATE=t4)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -135,7 +136,8 @@ def detect_profile_name() -> str:
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
-    """The profile named (or in $FTKIT_PROFILE, or detected), with any field overridden by keyword."""
+    """The profile named (or in $FTKIT_PROFILE, or detected), with any field overridden by keyword; with
+    FTKIT_EMULATE=t4, a T4 emulated on the CPU at that profile's sizes (ftkit.emulation)."""
     name = name or os.environ.get(PROFILE_ENV) or detect_profile_name()
     if name not in PROFILES:
         raise ValueError(f"Unknown profile {name!r}. Set {PROFILE_ENV} to one of: {', '.join(PROFILES)}.")
@@ -146,4 +148,7 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
             f"T4 GPU. Elsewhere: set {PROFILE_ENV}=cpu."
         )
     profile = replace(profile, **overrides)
-    return replace(profile, precision=resolve_precision(profile.precision, profile.device))
+    profile = replace(profile, precision=resolve_precision(profile.precision, profile.device))
+    from .emulation import emulated, emulating
+
+    return emulated(profile) if emulating() else profile

@@ -12,14 +12,17 @@ import shutil
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from .data import profile_dataset, score
 from .hparams import Hyperparameters, check_method, check_run, default_hyperparameters, with_overrides
-from .models import count_parameters, load_model
+from .emulation import attach_grad_scaler
+from .models import cast_qlora_adapters, count_parameters, forward_autocast, is_quantized, load_model
 from .profiles import Profile, get_profile
 from .quiet import quiet_loading, quiet_trainer, quiet_training
 
@@ -133,7 +136,7 @@ def sft_trainer(**kwargs):
 
 
 def load_for_training(method: str, hp: Hyperparameters, profile: Profile, model: str,
-                      upcast_frozen_to_fp32: bool = False):
+                      upcast_frozen_to_fp32: bool | None = None):
     """(model, tokenizer) of a model name set up for one method with hp's adapters, checked against the profile's
     sequence length."""
     net, tokenizer = load_model(model, method, precision=profile.precision, device=profile.device, lora_r=hp.lora_r,
@@ -174,9 +177,29 @@ def build_trainer(model, tokenizer, data, hp: Hyperparameters, *, profile: Profi
     extra = list(callbacks)
     if early_stopping_patience is not None:
         extra.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
-    return sft_trainer(model=model, args=config, train_dataset=to_prompt_completion(data["train"]),
-                       eval_dataset=to_prompt_completion(data["validation"]), processing_class=tokenizer,
-                       callbacks=extra)
+    if profile.precision == "fp16":
+        extra.append(OverflowGuard())
+    trainer = sft_trainer(model=model, args=config, train_dataset=to_prompt_completion(data["train"]),
+                          eval_dataset=to_prompt_completion(data["validation"]), processing_class=tokenizer,
+                          callbacks=extra)
+    if is_quantized(trainer.model):  # TRL has just cast the adapters to bf16: fp32 under fp16 (see adapter_precision)
+        cast_qlora_adapters(trainer.model, profile.precision)
+    if profile.emulating:
+        attach_grad_scaler(trainer)
+    return trainer
+
+
+class OverflowGuard(TrainerCallback):
+    """Stop an fp16 run whose first loss is not finite: computed before any update, it cannot be the learning rate's
+    fault (chapter 2 diverges on purpose later); it is fp16's range (65,504) overflowing in the forward."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.global_step <= 1 and "loss" in (logs or {}) and not math.isfinite(logs["loss"]):
+            raise FloatingPointError(
+                f"The first training loss is {logs['loss']} under fp16: the forward overflowed fp16's range (65,504) "
+                "before any update. Keep the weights that carry the residual stream in fp32 "
+                "(upcast_frozen_to_fp32=True, the default under fp16), or train in fp32: "
+                "profile = dataclasses.replace(profile, precision='fp32').")
 
 
 def resolve_hyperparameters(method: str, hp: Hyperparameters | None, profile: Profile, overrides: dict,
@@ -191,7 +214,8 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
                    model: str | None = None, data=None, eval_every: int | None = None,
                    early_stopping_patience: int | None = None, save_every: int | None = None,
                    output_dir: str | None = None, resume: bool = False, save: bool = True, score_splits=("test",),
-                   callbacks=(), progress: bool = True, keep_model: bool = True, upcast_frozen_to_fp32: bool = False,
+                   callbacks=(), progress: bool = True, keep_model: bool = True,
+                   upcast_frozen_to_fp32: bool | None = None,
                    **overrides) -> Result:
     """Fine-tune `model` (a name) with `method` on `data` (default: the course dataset) and measure everything.
 
@@ -204,8 +228,9 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
     early_stopping_patience: stop when validation loss has not improved for that many evaluations and keep the best.
     score_splits: dataset splits on which to generate answers and score them after training.
     keep_model: keep the trained model in result.trained_model (False where many results are kept, as in a sweep).
-    upcast_frozen_to_fp32: QLoRA only; True is peft's prepare_model_for_kbit_training (frozen non-4-bit weights in
-        fp32), False (default) lean QLoRA, which leaves them in the compute dtype (ftkit.models.prepare_for_training).
+    upcast_frozen_to_fp32: LoRA and QLoRA; True keeps the frozen weights outside the decoder's linear layers
+        (embeddings, norms, lm_head) in fp32 (for QLoRA: peft's prepare_model_for_kbit_training), False leaves them in
+        the compute dtype (lean), None (default) is False except under fp16 (ftkit.models.default_upcast).
     """
     from transformers import set_seed
 
@@ -238,7 +263,26 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
         shutil.rmtree(output_dir, ignore_errors=True)
         result.output_dir = ""
     result.trained_model = trainer.model if keep_model else None
+    release(trainer, keep_model=keep_model)
     return result
+
+
+def release(trainer, *, keep_model: bool = False) -> None:
+    """Break the reference cycles accelerate leaves in a finished run, so that its optimizer state (and, unless
+    keep_model, its model) is freed as soon as nothing else holds it, not at the next full garbage collection: a sweep
+    of full fine-tunings could run out of GPU memory, and a measured peak could include the last run's AdamW state.
+    A kept model keeps the autocast wrapper accelerate put on its forward (generation after training runs as before);
+    a dropped one loses it (the wrapper is a bound method of the model, stored on the model: a cycle)."""
+    if not keep_model:
+        for attr in ("forward", "_original_forward"):
+            trainer.model.__dict__.pop(attr, None)
+    optimizer = getattr(trainer, "optimizer", None)
+    if optimizer is not None:
+        # accelerate's optimizer keeps a step method that closes over itself; the inner optimizer may hold it too
+        optimizer.__dict__.pop("_optimizer_patched_step_method", None)
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is not None:
+            inner.__dict__.pop("step", None)
 
 
 def eval_loss(model, tokenizer, data, profile: Profile, hp: Hyperparameters | None = None) -> float:
@@ -314,24 +358,55 @@ def history_of(log_history: list[dict]) -> list[dict]:
 @torch.no_grad()
 def generate_answers(model, tokenizer, conversations: list[list[dict]], *, batch_size: int = 16,
                      max_new_tokens: int = 48, progress: bool = True) -> list[str]:
-    """Greedy answers of a chat model to each conversation (its last turn is the user's)."""
+    """Greedy answers of a chat model to each conversation (its last turn is the user's), the same decoding on every
+    model (see greedy_config)."""
     from tqdm.auto import tqdm
 
     was_training = model.training
     model.eval()
     tokenizer.padding_side = "left"  # batched generation continues each prompt from its real end
     device = next(model.parameters()).device
+    config = greedy_config(model, tokenizer, max_new_tokens)
     answers = []
     batches = range(0, len(conversations), batch_size)
     for i in tqdm(batches, desc="generating", disable=not progress or len(batches) < 2):
         prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
                    for c in conversations[i:i + batch_size]]
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
+        with own_generation_config(model, config), forward_autocast(model):
+            out = model.generate(**enc, generation_config=config)
         answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     model.train(was_training)
     return answers
+
+
+def greedy_config(model, tokenizer, max_new_tokens: int):
+    """Plain greedy decoding: only the model's own stop and start tokens are kept from the generation_config a hub
+    model brings (Qwen2.5-Instruct's has sampling fields and a repetition penalty of 1.05), so that a score means the
+    same on every model."""
+    from transformers import GenerationConfig
+
+    own = base_model(model).generation_config
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                            eos_token_id=own.eos_token_id if own.eos_token_id is not None else tokenizer.eos_token_id,
+                            bos_token_id=own.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def base_model(model):
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@contextmanager
+def own_generation_config(model, config):
+    """Make `config` the model's generation_config for a while: generate() fills every field a config leaves unset
+    from the model's own (transformers 5), so the hub's fields would come back through that door."""
+    target = base_model(model)
+    saved, target.generation_config = target.generation_config, config
+    try:
+        yield
+    finally:
+        target.generation_config = saved
 
 
 def evaluate_task(model, tokenizer, dataset, *, batch_size: int = 16, progress: bool = True) -> tuple[dict, list[str]]:

@@ -30,14 +30,19 @@ def test_recipe_on_a_t4_uses_fp16_and_paged_8bit_adamw(profile):
 def test_plan_accepts_the_7b_on_a_t4_and_refuses_a_70b_with_the_fix():
     t4 = dataclasses.replace(ftkit.PROFILES["t4"])
     recipe = colab.capstone_recipe(t4)
+    # under fp16 the capstone trains peft's standard preparation (fp32 embeddings, head and norms: a residual stream
+    # that cannot overflow fp16), and that still fits a T4 with a GiB to spare
     estimate, fits, message = colab.plan_memory("Qwen/Qwen2.5-7B-Instruct", recipe, t4, gpu_gib=colab.T4_GIB)
-    assert fits and message.startswith("fits") and 5 * 2**30 < estimate["peak"] <= 8 * 2**30  # lean QLoRA: <= 8 GiB
+    assert fits and message.startswith("fits") and 8 * 2**30 < estimate["peak"] <= (colab.T4_GIB - 1) * 2**30
     standard, *_ = colab.plan_memory("Qwen/Qwen2.5-7B-Instruct", recipe, t4, gpu_gib=colab.T4_GIB,
                                      upcast_frozen_to_fp32=True)
-    assert standard["peak"] - estimate["peak"] > 2 * 2**30  # peft's fp32 upcast of 1.09 B embedding/head weights
+    lean, *_ = colab.plan_memory("Qwen/Qwen2.5-7B-Instruct", recipe, t4, gpu_gib=colab.T4_GIB,
+                                 upcast_frozen_to_fp32=False)
+    assert standard == estimate and 5 * 2**30 < lean["peak"] <= 8 * 2**30  # lean QLoRA: <= 8 GiB
+    assert standard["peak"] - lean["peak"] > 2 * 2**30  # peft's fp32 upcast of 1.09 B embedding/head weights
     estimate, fits, message = colab.plan_memory("meta-llama/Llama-2-70b-hf", recipe, t4, gpu_gib=colab.T4_GIB)
     assert not fits and "does NOT fit" in message and colab.FAST_MODEL in message
-    _, fits, message = colab.plan_memory("Qwen/Qwen2.5-7B-Instruct", recipe, t4, gpu_gib=8.0)
+    _, fits, message = colab.plan_memory("Qwen/Qwen2.5-7B-Instruct", recipe, t4, gpu_gib=10.0)
     assert not fits and "replace(hp, batch_size=1)" in message  # a smaller batch is offered when it fits
 
 

@@ -14,7 +14,7 @@ from ftkit.profiles import cpu_has_bf16
 
 
 def test_unknown_model_lists_the_known_ones():
-    with pytest.raises(ValueError, match="smollm2-135m, tiny-random"):
+    with pytest.raises(ValueError, match="smollm2-135m, smollm2-135m-12l, tiny-random"):
         ftkit.load_model("smollm-9000", "lora")
 
 
