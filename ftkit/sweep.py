@@ -239,17 +239,20 @@ def draw_run(result: Result, axes=None):
 
 
 def has_widget_frontend() -> bool:
-    """True inside a Jupyter kernel that can show ipywidgets (not nbmake, not a terminal)."""
+    """True when ipykernel is imported (a Jupyter kernel: JupyterLab, Colab), ipywidgets imports, and neither
+    PYTEST_CURRENT_TEST (nbmake's kernel inherits it from the pytest run that starts it) nor FTKIT_NO_WIDGETS is set.
+    A live front end is assumed there; it cannot be asked for. Module names are not looked at: numpy imports
+    numpy._pytesttester everywhere."""
     import os
     import sys
 
-    if "ipykernel" not in sys.modules or os.environ.get("FTKIT_NO_WIDGETS"):
+    if "ipykernel" not in sys.modules or os.environ.get("PYTEST_CURRENT_TEST") or os.environ.get("FTKIT_NO_WIDGETS"):
         return False
     try:
         import ipywidgets  # noqa: F401
     except ImportError:
         return False
-    return not any("nbmake" in m or "pytest" in m for m in sys.modules)
+    return True
 
 
 def explore(method: str = "lora", *, profile: Profile | None = None, data=None, widgets: bool | None = None):
@@ -333,14 +336,15 @@ def gradient_noise(model, batches: dict[int, list[dict]], *, precision: str = "f
     from .models import autocast
 
     params = [p for p in model.parameters() if p.requires_grad]
+    device = next(model.parameters()).device
     out = {}
     model.train()
     for size, group in batches.items():
         grads = []
         for batch in group:
             model.zero_grad(set_to_none=True)
-            with autocast(precision, next(model.parameters()).device.type):
-                loss = model(**batch).loss
+            with autocast(precision, device.type):
+                loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
             loss.backward()
             grads.append(torch.cat([p.grad.float().flatten() for p in params]))
         g = torch.stack(grads)
