@@ -101,7 +101,9 @@ def cmd_prefetch(args) -> int:
     profile = PROFILES[args.profile]
     print(f"built-in model: {builtin_model_dir()}")
     print(f"tiny test model: {tiny_model_dir()}")
-    for name in {profile.model, profile.capstone_model} - {"smollm2-135m"}:
+    for name in sorted({profile.model, profile.capstone_model}):
+        if "/" not in name:  # built in: made from the download above
+            continue
         from huggingface_hub import snapshot_download
 
         print(f"hub model {name}: {snapshot_download(name)}")

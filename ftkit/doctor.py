@@ -23,8 +23,12 @@ TESTED_VERSIONS = {
     "accelerate": "1.15.0",
     "gguf": "0.19.0",
 }
-# Colab ships its own torch: the course runs on it and never reinstalls it.
-COLAB_KEEPS = ("torch",)
+# What a Colab runtime keeps of its own, whatever constraints.txt pins (the notebooks' install cell leaves it alone):
+# its CUDA build of torch, numpy (which that build and Colab's other packages were compiled against), and the Jupyter
+# kernel and widget packages that run and render the notebook (Colab's front end renders its own ipywidgets).
+COLAB_KEEPS = ("torch", "numpy", "ipywidgets", "widgetsnbextension", "jupyterlab_widgets", "ipykernel", "ipython",
+               "jupyter_client", "jupyter_core", "traitlets", "tornado", "pyzmq", "comm", "debugpy",
+               "matplotlib-inline", "prompt_toolkit", "jedi", "parso")
 
 MIN_RAM_GB = 4  # the built-in model trains in ~2 GB of RAM; a notebook kernel needs the rest
 MIN_DISK_GB = 2  # cache (~0.4 GB) + checkpoints of full fine-tuning (~0.6 GB each)
@@ -93,8 +97,8 @@ def device_checks() -> list[Check]:
     ]
 
 
-def host_checks() -> list[Check]:
-    """RAM and free disk where the cache lives."""
+def host_checks(profile=None) -> list[Check]:
+    """RAM, free disk where the cache lives, and the models of the profile (given, or detected) ready to load."""
     from .models import cache_dir
 
     try:
@@ -110,11 +114,29 @@ def host_checks() -> list[Check]:
         disk = shutil.disk_usage(path).free / 2**30
         checks.append(Check("disk free (cache)", f"{disk:.1f} GiB at {path}", disk >= MIN_DISK_GB,
                             f"Free {MIN_DISK_GB} GiB there or set FTKIT_CACHE to a bigger disk."))
-        cached = (path / "smollm2-135m" / "model.safetensors").exists()
-        checks.append(Check("built-in model", "cached" if cached else "not cached yet", cached,
-                            "Run `python -m ftkit prefetch` once while online (it takes ~30 s)."))
+        checks += model_checks(profile, path)
     except PermissionError as err:
         checks.append(Check("cache", "not writable", False, str(err)))
+    return checks
+
+
+def model_checks(profile, cache) -> list[Check]:
+    """One line per model the profile trains: a built-in one must be in the cache (it is made offline from a PyPI
+    download); a hub id is downloaded on first use, which needs the network (Colab has it), so it is no problem."""
+    try:
+        from .profiles import get_profile
+
+        profile = profile or get_profile()
+    except Exception as err:  # no torch, or a profile that needs a GPU this machine lacks: reported elsewhere
+        return [Check("models", f"unknown: no profile ({type(err).__name__})", True)]
+    checks = []
+    for name in dict.fromkeys((profile.model, profile.capstone_model)):
+        if "/" in name:
+            checks.append(Check(f"model {name}", "from the Hugging Face Hub on first use (needs network)", True))
+            continue
+        cached = (cache / "smollm2-135m" / "model.safetensors").exists()  # every built-in model is made from it
+        checks.append(Check(f"model {name}", "cached" if cached else "not cached yet", cached,
+                            f"Run `python -m ftkit prefetch --profile {profile.name}` once while online (~30 s)."))
     return checks
 
 
@@ -141,10 +163,11 @@ def version_checks() -> list[Check]:
     return checks
 
 
-def doctor(verbose: bool = True) -> list[Check]:
-    """Run every check, print the report, and return the checks (problems have ok=False and a fix)."""
+def doctor(verbose: bool = True, profile=None) -> list[Check]:
+    """Run every check (the models of `profile`, default the detected one), print the report, and return the checks
+    (problems have ok=False and a fix)."""
     checks = [Check("python", sys.version.split()[0], sys.version_info >= (3, 10), "Use Python 3.10 or newer.")]
-    checks += device_checks() + host_checks() + version_checks()
+    checks += device_checks() + host_checks(profile) + version_checks()
     if verbose:
         print("\n".join(str(c) for c in checks))
         problems = sum(not c.ok for c in checks)

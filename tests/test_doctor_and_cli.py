@@ -8,12 +8,23 @@ from ftkit.doctor import TESTED_VERSIONS
 def test_doctor_reports_every_area(capsys):
     checks = ftkit.doctor()
     names = {c.name for c in checks}
-    assert {"python", "device", "RAM available", "disk free (cache)", "built-in model"} <= names
+    assert {"python", "device", "RAM available", "disk free (cache)", "model smollm2-135m"} <= names
     assert set(ftkit.TESTED_VERSIONS) <= names
     out = capsys.readouterr().out
     problems = sum(not c.ok for c in checks)
     assert out.rstrip().endswith(f"{problems} problem(s) found." if problems else "All checks passed.")
     assert out.count("[FIX]") == problems and out.count("[ok ]") == len(checks) - problems
+
+
+def test_doctor_checks_the_models_of_the_profile_it_runs(monkeypatch, tmp_path):
+    # Colab's t4 profile trains hub models: the built-in model not being cached there is no problem (issue 20, item 10)
+    monkeypatch.setenv("FTKIT_CACHE", str(tmp_path))  # an empty cache
+    t4 = {c.name: c for c in ftkit.doctor(verbose=False, profile=ftkit.PROFILES["t4"]) if c.name.startswith("model ")}
+    assert set(t4) == {"model HuggingFaceTB/SmolLM2-360M-Instruct", "model Qwen/Qwen2.5-7B-Instruct"}
+    assert all(c.ok for c in t4.values())
+    ci = {c.name: c for c in ftkit.doctor(verbose=False, profile=ftkit.PROFILES["ci"]) if c.name.startswith("model ")}
+    assert set(ci) == {"model smollm2-135m"} and not ci["model smollm2-135m"].ok
+    assert "prefetch --profile ci" in ci["model smollm2-135m"].fix
 
 
 def test_doctor_ending_counts_the_problems(monkeypatch, capsys):
