@@ -47,6 +47,18 @@ def launch_command(n_processes: int, script_args: list[str], config: Path = CPU_
             "--num_processes", str(n_processes), "--main_process_port", str(free_port()), str(SCRIPT), *script_args]
 
 
+def run_sizes(profile) -> dict:
+    """Steps, global batch and packed sequence length of chapter 4's runs at a profile. The processes run on the CPU in
+    every profile (gloo: one GPU cannot hold two ranks, and Colab has one), so a GPU profile, whose sizes are made for
+    its GPU, gets the cpu profile's: on Colab the run uses its 2 CPUs like a laptop's."""
+    from .profiles import PROFILES
+
+    cpu = profile if profile.device == "cpu" else PROFILES["cpu"]
+    return {"steps": max(3, cpu.max_steps // 8),  # ci: 3, cpu: 10 (full FT on 2 CPU processes: seconds per step)
+            "batch_size": cpu.batch_size,  # global: split evenly over the processes
+            "seq_len": cpu.max_seq_len // 4}  # packed blocks of course text: every process sees as many tokens
+
+
 def run_sharded(model: str = "tiny-random", *, n_processes: int = 2, steps: int = 4, batch_size: int = 4,
                 seq_len: int = 64, lr: float = 1e-4, output_dir=None, save: bool = True, timeout: float = 900,
                 progress: bool = True, config: Path = CPU_CONFIG) -> dict:

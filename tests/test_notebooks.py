@@ -1,10 +1,12 @@
 """Notebook hygiene: clean in git, a badge for their own path, the generated install cell, no absolute paths."""
 
 import json
+import re
 import shutil
 
 import pytest
 
+import ftkit
 from ftkit import notebooks as nb
 
 NOTEBOOKS = nb.all_notebooks()
@@ -33,11 +35,41 @@ def test_colab_notebooks_ask_for_a_t4():
             assert meta["accelerator"] == "GPU" and meta["colab"]["gpuType"] == "T4"
 
 
-def test_install_cell_pins_tested_versions_but_not_torch():
+def colab_constraints() -> dict[str, str]:
+    """{name: version} of the constraints the install cell keeps on Colab (its grep, done with Python's re)."""
+    keep = re.compile(nb.colab_keeps_pattern(), re.IGNORECASE)
+    pins = {}
+    for line in (nb.ROOT / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#") and not keep.search(line):
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name.lower())] = version
+    return pins
+
+
+def test_install_cell_installs_with_the_tested_constraints_but_keeps_colabs_own():
     source = nb.install_cell_source()
-    assert "transformers==" in source and "bitsandbytes==" in source
-    assert " torch==" not in source
     assert 'if "google.colab" in sys.modules:' in source
+    assert "-r /content/course/colab/requirements.txt -c " + nb.COLAB_CONSTRAINTS in source
+    pins = colab_constraints()
+    for name in ("torch", "numpy", "ipywidgets", "ipykernel", "jupyterlab-widgets", "matplotlib-inline"):
+        assert name not in pins  # Colab's CUDA torch, the numpy it was built against, the kernel and widget stack
+    # every package the course installs there, and what datasets 5.2 needs newer than Colab's (pyarrow), is pinned
+    requirements = (nb.ROOT / "colab" / "requirements.txt").read_text().splitlines()
+    names = [re.split(r"[<>=]", r)[0].strip().lower() for r in requirements if r.strip() and not r.startswith("#")]
+    assert {"transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate"} <= set(names)
+    for name in [*names, "pyarrow", "huggingface-hub", "tokenizers"]:
+        assert name in pins, name
+    assert pins["transformers"] == ftkit.TESTED_VERSIONS["transformers"]
+
+
+def test_colab_requirements_are_the_courses_own():
+    def bounds(path):
+        lines = (nb.ROOT / path).read_text().splitlines()
+        return {re.split(r"[<>=]", r)[0].strip().lower(): r.split("#")[0].strip() for r in lines
+                if r.strip() and not r.startswith("#")}
+
+    colab, course = bounds("colab/requirements.txt"), bounds("requirements.txt")
+    assert all(course.get(name) == line for name, line in colab.items())
 
 
 def test_hygiene_catches_a_dirty_notebook(tmp_path):

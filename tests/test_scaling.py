@@ -137,3 +137,25 @@ def test_sharding_arguments_are_checked():
     assert two.weights == pytest.approx(one.weights / 2, rel=1e-6) and two.activations == one.activations
     assert one.weights > 30 * GB > two.weights
 
+
+
+@pytest.mark.parametrize("config_file", ["fsdp_1node_gpus.yaml", "fsdp_cpu_2proc.yaml"])
+@pytest.mark.parametrize("model_type, layer_class", [("llama", "LlamaDecoderLayer"), ("qwen2", "Qwen2DecoderLayer")])
+def test_fsdp_configs_wrap_each_decoder_layer_of_any_model(monkeypatch, config_file, model_type, layer_class):
+    # the GPU config's example trains Qwen2.5-7B: a class named in the config (LlamaDecoderLayer) would not be found
+    from accelerate import FullyShardedDataParallelPlugin
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    from accelerate.utils.launch import prepare_multi_gpu_env
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = S.ROOT / "configs" / "accelerate" / config_file
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", str(path), "x.py"]))
+    for key, value in prepare_multi_gpu_env(args).items():  # the FSDP_* variables `accelerate launch` sets
+        if key.startswith("FSDP_"):
+            monkeypatch.setenv(key, value)
+    config = AutoConfig.for_model(model_type, vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=2, num_key_value_heads=1)
+    model = AutoModelForCausalLM.from_config(config)
+    policy = fsdp2_prepare_auto_wrap_policy(FullyShardedDataParallelPlugin(), model)
+    assert sorted({type(m).__name__ for m in model.modules() if policy(m)}) == [layer_class]
