@@ -1,12 +1,15 @@
 """`make lab`: JupyterLab starts on 127.0.0.1, serves the course notebooks, and has the widget support the chapter-2
 explorer needs (issue 12)."""
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -28,22 +31,29 @@ def _get(url: str) -> str:
         return response.read().decode()
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+@contextlib.contextmanager
+def jupyter_lab(root: Path, env: dict[str, str | None] | None = None):
+    """JupyterLab as `make lab` starts it (127.0.0.1, --ServerApp.root_dir=root), on a free port with a token, and
+    temp JUPYTER_* dirs; yields (base url, token). env: variables to set for the server, and the kernels it starts
+    (which get its environment); None removes one. PYTEST_CURRENT_TEST is always removed: `make lab` has none, and a
+    kernel that sees it takes itself for nbmake's (ftkit.sweep.has_widget_frontend)."""
     port, token = _free_port(), secrets.token_hex(16)
-    home = tmp_path_factory.mktemp("jupyter")  # no user settings, workspaces or runtime files leak in or out
+    home = Path(tempfile.mkdtemp(prefix="jupyter-"))  # no user settings, workspaces or runtime files leak in or out
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces")}
+           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "PYTEST_CURRENT_TEST": None, **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={ROOT}", f"--IdentityProvider.token={token}"]
+           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}"]
     if hasattr(os, "getuid") and os.getuid() == 0:
         cmd.append("--allow-root")  # CI runs as root; `make lab` adds it there too
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = home / "lab.log"  # a file, not a pipe nobody reads: a long session's log would fill one and stall the server
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
             if proc.poll() is not None:
-                pytest.fail(f"JupyterLab exited:\n{proc.stdout.read()[-3000:]}")
+                pytest.fail(f"JupyterLab exited:\n{log.read_text()[-3000:]}")
             try:
                 _get(f"{base}/api/status?token={token}")
                 break
@@ -58,6 +68,13 @@ def lab(tmp_path_factory):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with jupyter_lab(ROOT) as server:
+        yield server
 
 
 def test_lab_serves_the_course_notebooks(lab):

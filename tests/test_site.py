@@ -5,106 +5,25 @@ size) and its computed takeaways, a banner and an "Open in Colab" link. Screensh
 Needs a built site: `make site` (cpu profile) or `make test` (ci) builds it first; without one this module skips.
 """
 
-import base64
 import json
 import os
-import select
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from browser import Chromium, find_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(os.environ.get("FTKIT_SITE", ROOT / "build" / "site"))
 SOURCE = SITE.with_name(SITE.name + "-src")  # the executed notebooks the site was built from
 SHOTS = ROOT / "outputs" / "site"
-BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
 
 if not (SITE / "index.html").exists():
     pytest.skip(f"no built site at {SITE}: run `make site` or `make test` first", allow_module_level=True)
 
 
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol on a pipe (fds 3 and 4): stdlib only, no driver."""
-
-    def __init__(self, executable: str):
-        chrome_in, self._to_chrome = os.pipe()
-        self._from_chrome, chrome_out = os.pipe()
-
-        def pipes_on_3_and_4():
-            os.dup2(chrome_in, 3)
-            os.dup2(chrome_out, 4)
-
-        self.proc = subprocess.Popen(
-            [executable, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
-             "--window-size=1280,900", "--hide-scrollbars",
-             # Nothing leaves the machine: the site must read well offline (a workshop room without network).
-             "--host-resolver-rules=MAP * ~NOTFOUND", "about:blank"],
-            preexec_fn=pipes_on_3_and_4, pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(chrome_in)
-        os.close(chrome_out)
-        self._id, self._buffer, self.events = 0, b"", []
-        target = self.send("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        self.send("Page.enable", session=True)
-
-    def _read(self, timeout: float) -> dict:
-        while b"\0" not in self._buffer:
-            ready, _, _ = select.select([self._from_chrome], [], [], timeout)
-            if not ready:
-                raise TimeoutError("Chromium did not answer in time")
-            chunk = os.read(self._from_chrome, 1 << 20)
-            if not chunk:
-                raise RuntimeError("Chromium closed its DevTools pipe")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)
-
-    def send(self, method: str, session: bool = False, timeout: float = 30, **params) -> dict:
-        self._id += 1
-        message = {"id": self._id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = self.session
-        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
-        while True:
-            reply = self._read(timeout)
-            if reply.get("id") == self._id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply["result"]
-            self.events.append(reply)
-
-    def open(self, url: str, timeout: float = 30) -> None:
-        self.events.clear()
-        self.send("Page.navigate", session=True, url=url)
-        while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
-            self.events.append(self._read(timeout))
-
-    def evaluate(self, expression: str):
-        result = self.send("Runtime.evaluate", session=True, expression=expression, returnByValue=True,
-                           awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(result["exceptionDetails"])
-        return result["result"].get("value")
-
-    def screenshot(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", session=True, format="png")["data"]))
-        return path
-
-    def close(self) -> None:
-        os.close(self._to_chrome)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        os.close(self._from_chrome)
-
-
 @pytest.fixture(scope="module")
 def browser():
-    executable = os.environ.get("CHROMIUM") or next(filter(None, map(shutil.which, BROWSERS)), None)
+    executable = find_chromium()
     if executable is None:
         pytest.fail("The site test needs headless Chromium: apt-get install chromium-headless-shell (Debian), "
                     "or set CHROMIUM to a Chromium/Chrome binary.")
