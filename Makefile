@@ -22,7 +22,7 @@ NB_WORKERS ?= 2
 NB_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup course test unit notebooks lint lock clean-notebooks lab site site-html site-test
+.PHONY: setup course test unit notebooks lint lock clean-notebooks lab site site-html site-test gpu-check
 
 setup: $(VENV)/.installed
 
@@ -80,3 +80,9 @@ lock: setup
 
 clean-notebooks: setup
 	$(PY) -m ftkit sync-notebooks --clear
+
+# On a machine with a CUDA GPU (after make setup, or with the packages installed): every notebook on the GPU, the
+# memory estimator against CUDA's peaks and the capstone's recipe under a T4's 14.75 GiB, in one call; writes
+# results/gpu_check.json (scripts/gpu_check.py). GPU_CHECK_ARGS="--profile t4" runs a T4's code paths on any GPU.
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_check.py $(GPU_CHECK_ARGS)

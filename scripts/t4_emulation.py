@@ -19,7 +19,6 @@ import gc
 import json
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,21 +41,6 @@ def parse_args(argv=None):
     p.add_argument("--gpu-tflops", type=float, default=None, help="this GPU's dense fp16 TFLOP/s, if not in the table")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny-random model, 2 steps, no cap (for the tests)")
     return p.parse_args(argv)
-
-
-def save_random_checkpoint(config_name: str, folder: Path, device: str) -> None:
-    """A random-initialised fp16 model of the real architecture, saved like a hub checkpoint (+ a tokenizer)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    import ftkit
-    torch.manual_seed(0)
-    with torch.device(device):  # initialising 7B on the GPU takes seconds, on the CPU minutes
-        model = AutoModelForCausalLM.from_config(ftkit.config_for(config_name), dtype=torch.float16)
-    model.save_pretrained(folder)
-    ftkit.load_tokenizer("tiny-random").save_pretrained(folder)  # load_model wants one; the ids are random anyway
-    del model
-    gc.collect()
 
 
 def measure(folder: str, hp, profile, *, device: str, steps: int, vocab: int) -> dict:
@@ -116,6 +100,7 @@ def main(argv=None) -> int:
     import ftkit
     from ftkit import colab
     from ftkit.doctor import measured_with
+    from ftkit.models import random_weights_dir
 
     if not args.smoke and not torch.cuda.is_available():
         print("t4_emulation.py needs a CUDA GPU (it measures GPU memory and speed). "
@@ -140,15 +125,16 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or 'unknown'})"
     print(f"emulating a T4 on {gpu}: model {model_name}, recipe {recipe}")
 
-    with tempfile.TemporaryDirectory(prefix="t4-emulation-") as folder:
-        save_random_checkpoint(config_name, Path(folder), device)
-        if device == "cuda":
-            torch.cuda.empty_cache()
-            total = torch.cuda.get_device_properties(0).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, colab.T4_GIB * 2**30 / total))
-            print(f"memory capped at {colab.T4_GIB} GiB of {total / 2**30:.1f} GiB")
-        capstone = measure(folder, hp, profile, device=device, steps=steps, vocab=vocab)
-        hf_default = measure(folder, default_hp, default_profile, device=device, steps=steps, vocab=vocab)
+    # the real architecture with random weights, saved once like a hub checkpoint (shared with the capstone notebook
+    # when scripts/gpu_check.py runs both); the smoke run's tiny model is random already
+    folder = ftkit.model_path("tiny-random") if args.smoke else str(random_weights_dir(model_name))
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, colab.T4_GIB * 2**30 / total))
+        print(f"memory capped at {colab.T4_GIB} GiB of {total / 2**30:.1f} GiB")
+    capstone = measure(folder, hp, profile, device=device, steps=steps, vocab=vocab)
+    hf_default = measure(folder, default_hp, default_profile, device=device, steps=steps, vocab=vocab)
 
     tflops = args.gpu_tflops or next((v for k, v in GPU_FP16_TFLOPS.items() if k in gpu), None)
     t4_estimate = {"minutes": None, "assumption": "unknown GPU: pass --gpu-tflops to estimate the T4 time"}
