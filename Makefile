@@ -22,7 +22,7 @@ NB_WORKERS ?= 2
 NB_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup course test unit notebooks lint lock clean-notebooks lab site site-html site-test gpu-check
+.PHONY: setup course test unit notebooks notebooks-t4 lint lock clean-notebooks lab site site-html site-test gpu-check
 
 setup: $(VENV)/.installed
 
@@ -38,7 +38,7 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 course: setup
 	$(PY) -m ftkit compare
 
-test: setup lint unit notebooks site-html site-test
+test: setup lint unit notebooks notebooks-t4 site-html site-test
 
 lint: setup
 	$(PY) -m ruff check ftkit tests scripts notebooks colab docs
@@ -58,6 +58,21 @@ endef
 
 notebooks: setup
 	$(call execute,ci,$(NB_TIMEOUT))
+
+# The T4 emulation lane: the notebooks a T4 broke before (QLoRA, devices, the model's shape) and the capstone, run as
+# a Colab T4 runs them but on the CPU (FTKIT_EMULATE=t4: fp16 autocast, a GradScaler that refuses what CUDA's refuses,
+# the 4-bit path, a 12-layer second model shape; see ftkit/emulation.py), at the ci profile's sizes. Copies under
+# $(EXECUTED_T4); the site does not use them.
+EXECUTED_T4 := build/executed-t4
+T4_LANE := notebooks/01_methods/03_three_methods_side_by_side.ipynb notebooks/01_methods/04_adapters_switchable.ipynb \
+	notebooks/02_hyperparameters/02_batch_size.ipynb notebooks/02_hyperparameters/03_rank_and_alpha.ipynb \
+	notebooks/02_hyperparameters/05_solutions.ipynb colab/capstone_qlora_t4.ipynb
+
+notebooks-t4: setup
+	rm -rf $(EXECUTED_T4) && mkdir -p $(EXECUTED_T4) && cp -r notebooks colab $(wildcard results theory.md CLAIMS.md) $(EXECUTED_T4)/
+	cd $(EXECUTED_T4) && FTKIT_EMULATE=t4 FTKIT_PROFILE=ci OMP_NUM_THREADS=$(NB_THREADS) MKL_NUM_THREADS=$(NB_THREADS) \
+		$(abspath $(PY)) -m pytest --nbmake -n $(NB_WORKERS) --nbmake-timeout=$(NB_TIMEOUT) --overwrite --durations=0 -q \
+		-p no:cacheprovider $(T4_LANE)
 
 # JupyterLab on http://127.0.0.1:$(PORT) (this machine only), opened on notebook 00; Ctrl-C stops it.
 lab: setup

@@ -95,12 +95,13 @@ def cmd_sweep(args) -> int:
 
 def cmd_prefetch(args) -> int:
     """Download and cache every model a profile needs, for an offline workshop room."""
-    from .models import builtin_model_dir, load_tokenizer, tiny_model_dir
+    from .models import builtin_model_dir, load_tokenizer, short_model_dir, tiny_model_dir
     from .profiles import PROFILES
 
     profile = PROFILES[args.profile]
     print(f"built-in model: {builtin_model_dir()}")
     print(f"tiny test model: {tiny_model_dir()}")
+    print(f"second model shape (the T4 emulation lane): {short_model_dir()}")
     for name in sorted({profile.model, profile.capstone_model}):
         if "/" not in name:  # built in: made from the download above
             continue
