@@ -24,11 +24,12 @@ TESTED_VERSIONS = {
     "gguf": "0.19.0",
 }
 # What a Colab runtime keeps of its own, whatever constraints.txt pins (the notebooks' install cell leaves it alone):
-# its CUDA build of torch, numpy (which that build and Colab's other packages were compiled against), and the Jupyter
-# kernel and widget packages that run and render the notebook (Colab's front end renders its own ipywidgets).
-COLAB_KEEPS = ("torch", "numpy", "ipywidgets", "widgetsnbextension", "jupyterlab_widgets", "ipykernel", "ipython",
-               "jupyter_client", "jupyter_core", "traitlets", "tornado", "pyzmq", "comm", "debugpy",
-               "matplotlib-inline", "prompt_toolkit", "jedi", "parso")
+# its CUDA build of torch, numpy (which that build and Colab's other packages were compiled against), pandas and
+# requests (Colab's own google-colab package pins them), and the Jupyter kernel and widget packages that run and render
+# the notebook (Colab's front end renders its own ipywidgets).
+COLAB_KEEPS = ("torch", "numpy", "pandas", "requests", "ipywidgets", "widgetsnbextension", "jupyterlab_widgets",
+               "ipykernel", "ipython", "jupyter_client", "jupyter_core", "traitlets", "tornado", "pyzmq", "comm",
+               "debugpy", "matplotlib-inline", "prompt_toolkit", "jedi", "parso")
 
 MIN_RAM_GB = 4  # the built-in model trains in ~2 GB of RAM; a notebook kernel needs the rest
 MIN_DISK_GB = 2  # cache (~0.4 GB) + checkpoints of full fine-tuning (~0.6 GB each)
