@@ -20,7 +20,7 @@ from .claims import verdict
 from .data import course_batch, profile_dataset
 from .hparams import DEFAULT_LEARNING_RATE, SWEPT_BEST_LEARNING_RATE, default_hyperparameters
 from .memory import MemoryBreakdown, fit_table, human_bytes, measure_step, weights_by_dtype
-from .models import free_memory, load_model
+from .models import default_upcast, free_memory, load_model
 from .profiles import Profile, get_profile
 from .train import Result, eval_loss, evaluate_task, load_for_training, run_experiment
 
@@ -43,9 +43,10 @@ class Comparison:
     batch_tokens: tuple[int, int]  # (batch size, padded length) of the measured batch
     checkpointing: dict[str, bool] = field(default_factory=dict)  # gradient checkpointing on during training
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase: load + train + score + measure
-    # QLoRA trains lean (frozen non-4-bit weights in the compute dtype); this is one step of a fresh QLoRA model with
-    # peft's standard preparation instead (prepare_model_for_kbit_training: those weights in fp32), same batch.
-    qlora_standard: MemoryBreakdown | None = None
+    # QLoRA's two preparations on the same batch, "lean" (frozen non-4-bit weights in the compute dtype) and "standard"
+    # (peft's prepare_model_for_kbit_training: those weights in fp32): the one trained (ftkit.models.default_upcast:
+    # standard under fp16, else lean) is memory["qlora"], the other one step of a fresh model.
+    qlora_preparations: dict[str, MemoryBreakdown] = field(default_factory=dict)
     # Full FT trained a second time, at its own best rate (chapter 2's sweep), same steps and data: scores only.
     full_best: Result | None = None
 
@@ -113,18 +114,20 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
                                    progress=progress, save=False, keep_model=False)
         free_memory()
         seconds["full at its best rate"] = time.perf_counter() - t0
-    qlora_standard = None
-    if "qlora" in methods:  # what the lean default saves: one step with peft's standard preparation (no training)
-        say("      qlora: measuring one step with peft's standard preparation (frozen weights upcast to fp32)",
-            flush=True)
+    preparations = {}
+    if "qlora" in methods:  # the preparation not trained: one step of a fresh model on the same batch (no training)
+        trained = "standard" if default_upcast(profile.precision) else "lean"
+        other = "lean" if trained == "standard" else "standard"
+        say(f"      qlora: measuring one step with the {other} preparation "
+            + ("(frozen weights upcast to fp32)" if other == "standard" else "(frozen weights 16-bit)"), flush=True)
         hp = default_hyperparameters("qlora", profile)
-        standard, _ = load_for_training("qlora", hp, profile, model_name, upcast_frozen_to_fp32=True)
-        qlora_standard = measure_step(standard, batch, profile)
-        del standard
+        fresh, _ = load_for_training("qlora", hp, profile, model_name, upcast_frozen_to_fp32=other == "standard")
+        preparations = {trained: memory["qlora"], other: measure_step(fresh, batch, profile)}
+        del fresh
         free_memory()
     return Comparison(results=results, memory=memory, weight_dtypes=dtypes, before=before, profile=profile,
                       batch_tokens=tuple(batch["input_ids"].shape), checkpointing=checkpointing, seconds=seconds,
-                      qlora_standard=qlora_standard, full_best=full_best)
+                      qlora_preparations=preparations, full_best=full_best)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,8 +152,9 @@ def facts(comp: Comparison) -> dict:
         r = comp.full_best
         out["full_best"] = dict(lr=r.hyperparameters["learning_rate"], loss_after=r.final("eval_loss"),
                                 em_after=r.scores.get("test", {}).get("exact_match", math.nan))
-    if "qlora" in out and comp.qlora_standard is not None:
-        out["qlora"]["standard"] = comp.qlora_standard.as_dict()  # peft's preparation, same batch (bytes by bucket)
+    if "qlora" in out and comp.qlora_preparations:  # both preparations, same batch (bytes by bucket)
+        out["qlora"]["preparation"] = "standard" if default_upcast(comp.profile.precision) else "lean"
+        out["qlora"].update({name: m.as_dict() for name, m in comp.qlora_preparations.items()})
     return out
 
 
@@ -192,15 +196,20 @@ def table_verdicts(f: dict) -> dict[str, str]:
     text += (f"({human_bytes(full['memory'])} > {human_bytes(lora['memory'])} > {human_bytes(qlora['memory'])}); "
              f"LoRA's optimizer state is {full['optimizer'] / max(lora['optimizer'], 1):.0f}x smaller. ")
     change = qlora["memory"] / lora["memory"] - 1
-    standard = qlora.get("standard")
-    if standard:  # what lean QLoRA (the default) saves over peft's standard preparation, measured on the same batch
-        extra = standard["total"] - qlora["memory"]
-        text += (f"QLoRA here is lean (frozen non-4-bit weights in {f['precision']}); peft's standard "
-                 f"prepare_model_for_kbit_training, which upcasts them to fp32, needs {human_bytes(standard['total'])} "
-                 f"on the same batch, {human_bytes(extra)} more (weights +{human_bytes(standard['weights'] - qlora['weights'])}, "
-                 f"activations +{human_bytes(standard['activations'] - qlora['activations'])}: the residual stream "
-                 f"becomes fp32)" + (f", {100 * (standard['total'] / lora['memory'] - 1):.0f} % more than LoRA. "
-                                     if standard["total"] > lora["memory"] else ". "))
+    trained = qlora.get("preparation", "lean")
+    lean = qlora.get("lean") or ({**qlora, "total": qlora["memory"]} if trained == "lean" else None)
+    standard = qlora.get("standard") or ({**qlora, "total": qlora["memory"]} if trained == "standard" else None)
+    if lean and standard:  # lean QLoRA against peft's standard preparation, measured on the same batch
+        extra = standard["total"] - lean["total"]
+        text += ((f"QLoRA here is lean (frozen non-4-bit weights in {f['precision']}); " if trained == "lean" else
+                  f"QLoRA here keeps its frozen non-4-bit weights in fp32 (under {f['precision']} a 16-bit residual "
+                  f"stream can overflow); lean it would need {human_bytes(lean['total'])}; ")
+                 + f"peft's standard prepare_model_for_kbit_training, which upcasts them to fp32, needs "
+                 f"{human_bytes(standard['total'])} on the same batch, {human_bytes(extra)} more (weights "
+                 f"+{human_bytes(standard['weights'] - lean['weights'])}, activations "
+                 f"+{human_bytes(standard['activations'] - lean['activations'])}: the residual stream becomes fp32)"
+                 + (f", {100 * (standard['total'] / lora['memory'] - 1):.0f} % more than LoRA. "
+                    if standard["total"] > lora["memory"] else ". "))
     if change > -0.1 and qlora["activations"] > lora["activations"]:
         est = f["estimate_7b"]
         text += ((f"QLoRA needs {100 * change:.0f} % more than LoRA here" if change > 0 else

@@ -31,7 +31,8 @@ def test_all_three_methods_with_a_memory_breakdown(comp):
     assert "full_best" in compare.facts(comp)
     assert set(comp.checkpointing) == {"full", "lora", "qlora"}
     # QLoRA trained lean; peft's standard preparation, measured beside it, upcasts the 16-bit frozen weights to fp32
-    lean, standard = comp.memory["qlora"].weights, comp.qlora_standard.weights
+    lean, standard = comp.qlora_preparations["lean"].weights, comp.qlora_preparations["standard"].weights
+    assert comp.qlora_preparations["lean"] is comp.memory["qlora"]  # bf16: the lean one is the one trained
     assert standard > lean if comp.profile.precision != "fp32" else standard == lean
 
 
@@ -129,6 +130,10 @@ def test_memory_storage_and_use_case_verdicts_flip():
     assert "activations +286.1 MB" in said and "20 % more than LoRA" in said
     s["qlora"]["standard"]["total"] = 800e6  # a standard preparation under LoRA's memory: no "more than LoRA"
     assert "more than LoRA" not in compare.table_verdicts(s)["VRAM Usage"]
+    t = copy.deepcopy(f)  # under fp16 (a T4) QLoRA trains the standard preparation; the lean one is measured beside it
+    t["qlora"]["preparation"], t["qlora"]["lean"] = "standard", {"weights": 60e6, "activations": 400e6, "total": 500e6}
+    said = compare.table_verdicts(t)["VRAM Usage"]
+    assert "keeps its frozen non-4-bit weights in fp32" in said and "lean it would need 476.8 MB" in said
     g["qlora"]["saved"] = 9.5e6  # a 16-bit adapter: half LoRA's fp32 one
     assert "×0.50 LoRA's: 1.9 vs 3.9 bytes per adapter parameter" in compare.table_verdicts(g)["Storage"]
     assert "casts a QLoRA adapter to bf16" in compare.table_verdicts(g)["Storage"]
