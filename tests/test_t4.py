@@ -5,6 +5,7 @@ and optimizer, and a second model shape (issue 20)."""
 import dataclasses
 import gc
 import math
+import sys
 import weakref
 
 import pytest
@@ -159,8 +160,6 @@ def test_chapter_4_runs_at_cpu_sizes_in_every_profile():
 
 
 def test_the_colab_estimate_counts_every_notebook_and_chapter_3_trains_its_20_rows_once():
-    import sys
-
     from ftkit.notebooks import ROOT
 
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -174,3 +173,17 @@ def test_the_colab_estimate_counts_every_notebook_and_chapter_3_trains_its_20_ro
     assert rows == 2 * len(ftkit.overfit.REMEDIES)  # every remedy, two seeds, each trained once (Google Drive)
     minutes = {n: sum(colab_estimate.seconds(w, ftkit.PROFILES["t4"]).values()) / 60 for n, w in work.items()}
     assert max(minutes, key=minutes.get) == "capstone" and all(m > 0.5 for m in minutes.values())  # installs at least
+
+
+def test_chapter_3_keeps_its_rows_on_google_drive_on_colab(monkeypatch, tmp_path):
+    from ftkit import colab, overfit
+
+    monkeypatch.delenv(overfit.ROWS_ENV, raising=False)
+    assert "outputs/overfit" in overfit.share_rows()  # not on Colab: beside the notebook, as before
+    monkeypatch.setattr(colab, "DRIVE", tmp_path)
+    (tmp_path / "MyDrive").mkdir()
+    monkeypatch.setattr(sys.modules["ftkit.doctor"], "in_colab", lambda: True)  # ftkit.doctor is the function
+    monkeypatch.setattr(colab, "in_colab", lambda: True)
+    monkeypatch.setattr(colab, "mount_drive", lambda: True)
+    line = overfit.share_rows()
+    assert overfit.rows_dir() == tmp_path / "MyDrive" / "ftkit" / "overfit-rows" and str(overfit.rows_dir()) in line
