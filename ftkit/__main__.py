@@ -6,15 +6,55 @@ import argparse
 import sys
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (0 is not "the default": leave the option out for that)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value} (leave the option out for the default)")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0 (a learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text} (LoRA: ~1e-4 to 1e-3; full FT: ~1e-5)")
+    return value
+
+
+def check_model(name: str | None) -> None:
+    """Refuse a model name that is neither built in nor a hub id, before any work starts."""
+    from ftkit.core.builtin import KNOWN_MODELS
+
+    if name is not None and name not in KNOWN_MODELS and "/" not in name:
+        raise ValueError(f"Unknown model {name!r}. Built-in models: {', '.join(KNOWN_MODELS)}; or give a hub id such "
+                         "as 'HuggingFaceTB/SmolLM2-360M-Instruct' (needs network).")
+
+
 def cmd_compare(args) -> int:
     """Full FT vs LoRA vs QLoRA, measured, printed as the theory's table."""
     import time
+    from pathlib import Path
 
-    from .compare import compare_methods, comparison_table, default_steps, save_plot, theory_table
-    from .profiles import get_profile
+    from ftkit.chapters.methods.compare import (
+        compare_methods,
+        comparison_table,
+        default_steps,
+        save_plot,
+        theory_table,
+    )
+    from ftkit.core.profiles import get_profile
 
     start = time.perf_counter()
     profile = get_profile(args.profile)
+    check_model(args.model)
+    Path(args.out).mkdir(parents=True, exist_ok=True)  # an unwritable folder is refused now, not after the training
     steps = args.steps or default_steps(profile)
     print(f"profile {profile.name!r}: {profile.device}, {profile.precision}; {steps} steps of {profile.batch_size} "
           f"examples per method", flush=True)
@@ -29,19 +69,21 @@ def cmd_compare(args) -> int:
 
 def cmd_finetune(args) -> int:
     """The profile's default run: the base model's score, then the fine-tuned model's, on test and held-out phrasings."""
-    from .data import profile_dataset
-    from .models import load_model
-    from .profiles import get_profile
-    from .train import evaluate_task, run_experiment
+    from ftkit.core.data import profile_dataset
+    from ftkit.core.models import load_model
+    from ftkit.core.profiles import get_profile
+    from ftkit.core.train import evaluate_task, resolve_hyperparameters, run_experiment
 
     profile = get_profile(args.profile)
+    check_model(args.model)
     model = args.model or profile.model
+    overrides = {} if args.lr is None else {"learning_rate": args.lr}
+    resolve_hyperparameters(args.method, None, profile, overrides)  # refused here, before the base model is scored
     data = profile_dataset(profile)
     splits = ("test", "heldout")
     base, tokenizer = load_model(model, "full", precision=profile.precision, device=profile.device)
     before = {split: evaluate_task(base, tokenizer, data[split], batch_size=profile.gen_batch_size)[0] for split in splits}
     del base
-    overrides = {} if args.lr is None else {"learning_rate": args.lr}
     result = run_experiment(args.method, profile=profile, model=model, data=data, score_splits=splits, **overrides)
     hp = result.hyperparameters
     print(f"\n{model}, {args.method}, profile {profile.name!r}: {hp['max_steps']} steps of {hp['batch_size']}, "
@@ -73,14 +115,15 @@ def cmd_sweep(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .profiles import get_profile
-    from .sweep import sweep
+    from ftkit.chapters.hyperparameters.sweeps import sweep
+    from ftkit.core.profiles import get_profile
 
     profile = get_profile(args.profile)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # an unwritable folder is refused now, not after the sweep
     fixed = {"max_steps": args.steps} if args.steps else {}
     result = sweep(args.name, [parse_value(v) for v in args.values], args.method, profile=profile, **fixed)
     print("\n" + result.table())
-    out = Path(args.out)
     stem = f"{args.name}_{args.method}"
     path_json = result.save_json(out / f"{stem}.json")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
@@ -95,9 +138,12 @@ def cmd_sweep(args) -> int:
 
 def cmd_prefetch(args) -> int:
     """Download and cache every model a profile needs, for an offline workshop room."""
-    from .models import builtin_model_dir, load_tokenizer, short_model_dir, tiny_model_dir
-    from .profiles import PROFILES
+    from ftkit.core.builtin import builtin_model_dir, short_model_dir, tiny_model_dir
+    from ftkit.core.models import load_tokenizer
+    from ftkit.core.profiles import PROFILES
 
+    if args.profile not in PROFILES:
+        raise ValueError(f"Unknown profile {args.profile!r}: choose one of {', '.join(PROFILES)}")
     profile = PROFILES[args.profile]
     print(f"built-in model: {builtin_model_dir()}")
     print(f"tiny test model: {tiny_model_dir()}")
@@ -114,14 +160,14 @@ def cmd_prefetch(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .doctor import doctor
+    from ftkit.tools.doctor import doctor
 
     return 1 if any(not c.ok for c in doctor()) else 0
 
 
 def cmd_sync_notebooks(args) -> int:
     """Regenerate badges and install cells (and with --clear, strip outputs) in every notebook."""
-    from .notebooks import all_notebooks, clear_outputs, sync_notebook
+    from ftkit.tools.notebooks import all_notebooks, clear_outputs, sync_notebook
 
     for path in all_notebooks():
         changed = sync_notebook(path)
@@ -137,15 +183,16 @@ def main(argv=None) -> int:
     p = sub.add_parser("compare", help=cmd_compare.__doc__)
     p.add_argument("--profile", default=None, help="ci, cpu, gpu or t4 (default: $FTKIT_PROFILE or detected)")
     p.add_argument("--model", default=None, help="smollm2-135m (built in) or a hub id (online)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per method (default: the profile's, at most 12 on a CPU)")
-    p.add_argument("--seq-len", type=int, default=None, help="longest training sequence in tokens")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="training steps per method (default: the profile's, at most 12 on a CPU)")
+    p.add_argument("--seq-len", type=positive_int, default=None, help="longest training sequence in tokens")
     p.add_argument("--out", default="outputs/compare", help="folder for the PNG (default: outputs/compare)")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("finetune", help=cmd_finetune.__doc__)
     p.add_argument("--profile", default=None, help="ci, cpu, gpu or t4 (default: $FTKIT_PROFILE or detected)")
     p.add_argument("--model", default=None, help="smollm2-135m (built in) or a hub id (online)")
     p.add_argument("--method", default="lora", choices=("full", "lora", "qlora"))
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="learning rate (default: the course's for the method, ftkit.default_hyperparameters)")
     p.set_defaults(func=cmd_finetune)
     p = sub.add_parser("sweep", help=cmd_sweep.__doc__)
@@ -154,7 +201,7 @@ def main(argv=None) -> int:
     p.add_argument("values", nargs="+", help="its values, e.g. 1e-5 1e-4 1e-3")
     p.add_argument("--method", default="lora", choices=("full", "lora", "qlora"))
     p.add_argument("--profile", default=None, help="ci, cpu, gpu or t4 (default: $FTKIT_PROFILE or detected)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the profile's)")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps per run (default: the profile's)")
     p.add_argument("--out", default="outputs/sweep", help="folder for the PNG and JSON (default: outputs/sweep)")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("prefetch", help=cmd_prefetch.__doc__)

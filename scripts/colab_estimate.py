@@ -50,7 +50,7 @@ def runs(profile) -> dict:
     short = max(4, p.max_steps // 3)  # 1.1, 1.3, 1.4 and the explorer: steps = max(4, profile.max_steps // 3)
     sixth = max(4, p.max_steps // 6)  # 2.1 (sweep steps) and 2.3
     lora, full = 4, 6  # FLOPs per parameter and token: LoRA/QLoRA compute no weight gradients for the base
-    row = [(lora, 64, 4)]  # one chapter-3 row at the t4 setup: 64 steps of 4 (ftkit.overfit.SETUPS)
+    row = [(lora, 64, 4)]  # one chapter-3 row at the t4 setup: 64 steps of 4 (ftkit.overfitting.SETUPS)
     row_eval, row_answers = (64 // 4) * p.n_eval, p.n_eval  # validation every 4 steps; held-out answers
     return {
         "0": dict(steps=[(lora, p.max_steps, p.batch_size)], eval_rows=p.max_steps // p.eval_every * p.n_eval,
@@ -69,7 +69,7 @@ def runs(profile) -> dict:
                            (lora, p.max_steps // 4, p.batch_size), (lora, p.max_steps // 4, p.batch_size),
                            (lora, short, p.batch_size)], eval_rows=8 * p.n_eval + 3 * p.n_eval, runs=4),
         "2.5": dict(runs=0),
-        # chapter 3 with its rows on Google Drive (ftkit.overfit.share_rows): each notebook trains only its own rows
+        # chapter 3 with its rows on Google Drive (ftkit.overfitting.share_rows): each notebook trains only its own rows
         "3.1": dict(steps=row, eval_rows=row_eval, answers=row_answers, runs=1),
         "3.2": dict(steps=row, eval_rows=row_eval, answers=row_answers, runs=1),
         "3.3": dict(steps=row * 7, eval_rows=7 * row_eval, answers=7 * row_answers, runs=7),
@@ -115,7 +115,7 @@ NOTES = {"capstone": "Qwen2.5-7B-Instruct, 120 steps, its 15 GB download include
 def write_headers(minutes: dict) -> list[Path]:
     """Put each notebook's estimate in its header, after the measured CPU times (the sentence that starts with
     "Colab", up to the end of that paragraph); returns the notebooks changed."""
-    from ftkit.notebooks import all_notebooks
+    from ftkit.tools.notebooks import all_notebooks
 
     sys.path.insert(0, str(ROOT / "scripts"))
     from gpu_check import notebook_paths

@@ -11,7 +11,7 @@
     python scripts/gpu_check.py --profile t4 --deadline 480 --notebooks 1.3 1.4 capstone
 
 Offline (no Hub), the profile's hub models are their real architectures with random weights (FTKIT_RANDOM_WEIGHTS=1,
-ftkit.models.random_weights_dir): memory, speed and every code path are real, the scores and verdicts are not. The
+ftkit.core.builtin.random_weights_dir): memory, speed and every code path are real, the scores and verdicts are not. The
 JSON and the output say which. Needs a CUDA GPU; a run that outlives --deadline stops what is left and says so.
 """
 
@@ -40,7 +40,7 @@ MEMORY_CHECK_MODELS = ["HuggingFaceTB/SmolLM2-135M", "HuggingFaceTB/SmolLM2-360M
 
 def notebook_paths() -> dict[str, list[Path]]:
     """Short name -> the notebook files of that job."""
-    from ftkit.notebooks import all_notebooks
+    from ftkit.tools.notebooks import all_notebooks
 
     jobs = {}
     for path in all_notebooks(ROOT):
@@ -82,7 +82,7 @@ def hub_reachable(timeout: float = 5.0) -> bool:
 def machine() -> dict:
     import torch
 
-    from ftkit.doctor import measured_with
+    from ftkit.tools.doctor import measured_with
 
     gpu = {"gpu": "none (CPU smoke run)"}
     if torch.cuda.is_available():
@@ -198,8 +198,8 @@ def main(argv=None) -> int:
               "on the CPU (make test: the T4 emulation lane).")
         return 2
     import ftkit
-    from ftkit.models import RANDOM_WEIGHTS_ENV
-    from ftkit.profiles import detect_profile_name
+    from ftkit.core.builtin import RANDOM_WEIGHTS_ENV
+    from ftkit.core.profiles import detect_profile_name
 
     start = time.time()
     deadline = start + args.deadline
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True)
     for folder in ("notebooks", "colab"):
         shutil.copytree(ROOT / folder, work / folder)
-    for name in ("results", "theory.md", "CLAIMS.md"):
+    for name in ("results", "theory.md"):
         if (ROOT / name).exists():
             (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
 

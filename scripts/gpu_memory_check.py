@@ -1,4 +1,4 @@
-"""Check ftkit.memory's estimates against real training steps on a CUDA GPU.
+"""Check ftkit.core.estimate's estimates against real training steps on a CUDA GPU.
 
 For each architecture (random-initialised from ftkit.KNOWN_CONFIGS, no download) and each
 method (full, lora, qlora) it runs two training steps in bf16 with fused AdamW, measures the four
@@ -19,6 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ftkit.core import configs as C  # noqa: E402 (after the path: the repository's ftkit, installed or not)
+from ftkit.core import estimate as E  # noqa: E402
+from ftkit.core import memory as M  # noqa: E402
+
 DEFAULT_MODELS = ["HuggingFaceTB/SmolLM2-135M", "Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-1.5B"]
 BUCKETS = ("weights", "gradients", "optimizer", "activations")
 
@@ -37,16 +41,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def check_one(M, name: str, method: str, seq_len: int, args) -> dict:
+def check_one(name: str, method: str, seq_len: int, args) -> dict:
     """Measure one (model, method, seq_len) on the GPU and compare with the estimate."""
     import torch
 
     model = M.random_model(name, method, precision=args.precision, device="cuda", seed=0)
-    batch = M.random_batch(M.model_shape(name).vocab, seq_len, args.batch_size, seed=seq_len)
+    batch = M.random_batch(C.model_shape(name).vocab, seq_len, args.batch_size, seed=seq_len)
     measured = M.measure_memory(model, batch, optimizer=args.optimizer, steps=2)
-    est = M.estimate_memory(name, method, seq_len=seq_len, batch_size=args.batch_size, precision=args.precision,
+    est = E.estimate_memory(name, method, seq_len=seq_len, batch_size=args.batch_size, precision=args.precision,
                             optimizer=args.optimizer)
-    peak_est = M.estimate_peak(est, name, seq_len=seq_len, batch_size=args.batch_size)
+    peak_est = E.estimate_peak(est, name, seq_len=seq_len, batch_size=args.batch_size)
     errors = {k: (getattr(est, k) - getattr(measured, k)) / max(1, getattr(measured, k)) for k in BUCKETS}
     errors["peak"] = (peak_est - measured.peak_gpu) / measured.peak_gpu
     del model
@@ -78,14 +82,13 @@ def main(argv=None) -> int:
 
     if not torch.cuda.is_available():
         sys.exit("gpu_memory_check.py needs a CUDA GPU (torch.cuda.is_available() is False); nothing was run.")
-    from ftkit import memory as M
-    from ftkit.doctor import measured_with
+    from ftkit.tools.doctor import measured_with
 
     rows = []
     for name in args.models:
         for method in args.methods:
             for seq_len in args.seq_lens:
-                rows.append(check_one(M, name, method, seq_len, args))
+                rows.append(check_one(name, method, seq_len, args))
                 print(f"done {name} {method} seq={seq_len}: ok={rows[-1]['ok']}", flush=True)
     print_table(rows)
     result = {"gpu": torch.cuda.get_device_name(0),

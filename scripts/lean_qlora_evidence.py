@@ -1,6 +1,6 @@
 """Does lean QLoRA train as well as peft's standard preparation? The same run, both ways, on the CPU.
 
-Lean QLoRA (ftkit's default, ftkit.models.prepare_for_training) leaves the frozen weights that are not 4-bit
+Lean QLoRA (ftkit's default, ftkit.core.models.prepare_for_training) leaves the frozen weights that are not 4-bit
 (embeddings, norms, lm_head) in the compute dtype; peft's prepare_model_for_kbit_training upcasts them to fp32. Here
 the same QLoRA run (built-in SmolLM2-135M, `ci` profile data, same seed, same steps) is trained with each preparation,
 under bf16 and fp32 compute, and the training-loss curves, the final validation loss and the test score are compared
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         return report(runs, first["date"], first["versions"], first["model"], first["batch_size"], args.out)
 
     import ftkit
-    from ftkit.doctor import measured_with
+    from ftkit.tools.doctor import measured_with
 
     profile = ftkit.get_profile("ci")
     data = ftkit.profile_dataset(profile)

@@ -4,7 +4,7 @@ What it emulates: memory capped at the T4's usable 14.75 GiB (torch.cuda.set_per
 compute, no FlashAttention-2 (sdpa attention, transformers' default), the capstone's exact architecture
 (random-initialised from its public config in ftkit.KNOWN_CONFIGS: values don't change bytes or FLOPs), saved
 in fp16 once and loaded in NF4 through ftkit.load_model (the notebook's loading path), trained with exactly
-ftkit.colab.capstone_recipe's settings on full-length random token batches (the worst case of the course's batches).
+ftkit.capstone.capstone_recipe's settings on full-length random token batches (the worst case of the course's batches).
 In the same run it measures the plain Hugging Face defaults (no gradient checkpointing, fp32 compute, torch AdamW) on
 the same model, which may not fit under the cap. Needs no network: torch, transformers, peft, bitsandbytes.
 
@@ -49,8 +49,8 @@ def measure(folder: str, hp, profile, *, device: str, steps: int, vocab: int) ->
     import torch
 
     import ftkit
-    from ftkit.memory import make_optimizer, random_batch
-    from ftkit.train import PeakMemory
+    from ftkit.core.memory import make_optimizer, random_batch
+    from ftkit.core.train import PeakMemory
 
     precision, batch, seq = profile.precision, hp.batch_size, profile.max_seq_len
     model = None
@@ -98,9 +98,9 @@ def main(argv=None) -> int:
     import torch
 
     import ftkit
-    from ftkit import colab
-    from ftkit.doctor import measured_with
-    from ftkit.models import random_weights_dir
+    from ftkit.chapters import capstone as colab
+    from ftkit.tools.doctor import measured_with
+    from ftkit.core.builtin import random_weights_dir
 
     if not args.smoke and not torch.cuda.is_available():
         print("t4_emulation.py needs a CUDA GPU (it measures GPU memory and speed). "

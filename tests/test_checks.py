@@ -1,4 +1,4 @@
-from ftkit.checks import check_choice, check_number
+from ftkit.core.checks import check_choice, check_number
 
 
 def test_check_number_accepts_right_and_explains_wrong(capsys):

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 import ftkit
-from ftkit import claims, compare
+from ftkit.core import claims
+from ftkit.chapters.methods.verdicts import ROW_CLAIMS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +45,7 @@ def test_a_duplicate_id_is_refused():
 
 
 def test_every_claim_id_used_in_code_and_notebooks_has_a_row():
-    used = set(compare.ROW_CLAIMS.values())
+    used = set(ROW_CLAIMS.values())
     pattern = re.compile(r"""verdict\(\s*\\?["']([0-9][^"'\\]*)\\?["']""")
     for path in [*ROOT.glob("ftkit/*.py"), *ROOT.glob("notebooks/**/*.ipynb"), *ROOT.glob("colab/*.ipynb")]:
         used |= set(pattern.findall(path.read_text()))

@@ -1,4 +1,4 @@
-"""The capstone's helpers (ftkit.colab) and the learner's-data loader, off Colab, on the tiny model."""
+"""The capstone's helpers (ftkit.capstone) and the learner's-data loader, off Colab, on the tiny model."""
 
 import dataclasses
 import json
@@ -6,12 +6,13 @@ import json
 import pytest
 
 import ftkit
-from ftkit import colab
-from ftkit.data import load_user_dataset, score_text
+from ftkit.chapters import capstone as colab
+from ftkit.core import runtime
+from ftkit.core.data import load_user_dataset, score_text
 
 
 def test_checkpoints_stay_local_and_drive_is_not_mounted_off_colab(capsys):
-    assert colab.mount_drive() is False
+    assert runtime.mount_drive() is False
     assert "Not on Colab" in capsys.readouterr().out
     assert colab.checkpoint_dir("run").as_posix() == "outputs/run"
 

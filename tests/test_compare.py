@@ -1,4 +1,4 @@
-"""The course's main job (ftkit.compare, `python -m ftkit compare`) on the tiny random model, 2 steps."""
+"""The course's main job (ftkit.methods.compare_methods, `python -m ftkit compare`) on the tiny random model, 2 steps."""
 
 import copy
 from dataclasses import replace
@@ -6,7 +6,8 @@ from dataclasses import replace
 import pytest
 
 import ftkit
-from ftkit import compare
+from ftkit.chapters.methods import compare
+from ftkit.chapters.methods.verdicts import table_verdicts
 from ftkit.__main__ import main
 
 
@@ -26,7 +27,7 @@ def test_all_three_methods_with_a_memory_breakdown(comp):
     assert {"exact_match", "eval_loss"} <= set(comp.before)
     assert comp.batch_tokens[0] == 4 and set(comp.seconds) == {"base", "full", "lora", "qlora", "full at its best rate"}
     # full FT trained once more at its own best rate (chapter 2's sweep), same steps, scored
-    assert comp.full_best.hyperparameters["learning_rate"] == ftkit.hparams.SWEPT_BEST_LEARNING_RATE["full"]
+    assert comp.full_best.hyperparameters["learning_rate"] == ftkit.core.hparams.SWEPT_BEST_LEARNING_RATE["full"]
     assert comp.full_best.hyperparameters["max_steps"] == comp.results["full"].hyperparameters["max_steps"]
     assert "full_best" in compare.facts(comp)
     assert set(comp.checkpointing) == {"full", "lora", "qlora"}
@@ -96,76 +97,76 @@ def made_up_facts():
 
 def test_speed_verdict_follows_the_numbers():
     f = made_up_facts()
-    said = compare.table_verdicts(f)["Training Speed"]
+    said = table_verdicts(f)["Training Speed"]
     assert "differs here: LoRA runs at ×1.05" in said and "slightly slower" in said
     f["lora"]["tokens_per_s"] = 400  # LoRA now twice as fast as full FT, QLoRA far slower than LoRA
-    said = compare.table_verdicts(f)["Training Speed"]
+    said = table_verdicts(f)["Training Speed"]
     assert said.startswith("as the theory says: LoRA is ×2.00") and "more than 'slightly'" in said
     f["qlora"]["tokens_per_s"] = 500  # QLoRA faster than LoRA: the theory's claim fails
-    assert "QLoRA is not slower than LoRA" in compare.table_verdicts(f)["Training Speed"]
+    assert "QLoRA is not slower than LoRA" in table_verdicts(f)["Training Speed"]
 
 
 def test_memory_storage_and_use_case_verdicts_flip():
     f = made_up_facts()
-    said = compare.table_verdicts(f)
+    said = table_verdicts(f)
     assert said["VRAM Usage"].startswith("as the theory says") and "not ~1/4" in said["VRAM Usage"]
     assert said["Storage"].startswith("as the theory says: the LoRA adapter is 28x smaller") and "same size" in said["Storage"]
     assert "an adapter was enough" in said["Use Case"] and "brings a 7B model to one small GPU" in said["Use Case"]
     g = copy.deepcopy(f)
     g["qlora"]["memory"], g["qlora"]["weights"] = 900e6, 60e6  # QLoRA now above LoRA; weights near 1/4
-    said = compare.table_verdicts(g)
+    said = table_verdicts(g)
     assert said["VRAM Usage"].startswith("differs here") and "about 1/4" in said["VRAM Usage"]
     assert "largest difference between LoRA and QLoRA is in weights" in said["VRAM Usage"]
     h = copy.deepcopy(f)
     h["qlora"]["activations"], h["qlora"]["memory"] = 800e6, 970e6  # fp32 activations outweigh the 4-bit saving
-    said = compare.table_verdicts(h)["VRAM Usage"]
+    said = table_verdicts(h)["VRAM Usage"]
     assert said.startswith("differs here") and "QLoRA needs 14 % more than LoRA here" in said
     assert "activations are 286.1 MB larger" in said and "LoRA 19 GiB vs QLoRA 10 GiB" in said
     h["qlora"]["memory"] = 800e6
-    assert "QLoRA saves only 6 % over LoRA here" in compare.table_verdicts(h)["VRAM Usage"]
+    assert "QLoRA saves only 6 % over LoRA here" in table_verdicts(h)["VRAM Usage"]
     s = copy.deepcopy(f)  # lean QLoRA (670 MB) beside peft's standard preparation, measured on the same batch
     s["qlora"]["standard"] = {"weights": 160e6, "activations": 800e6, "total": 1020e6}
-    said = compare.table_verdicts(s)["VRAM Usage"]
+    said = table_verdicts(s)["VRAM Usage"]
     assert said.startswith("as the theory says") and "needs 972.7 MB on the same batch, 333.8 MB more" in said
     assert "activations +286.1 MB" in said and "20 % more than LoRA" in said
     s["qlora"]["standard"]["total"] = 800e6  # a standard preparation under LoRA's memory: no "more than LoRA"
-    assert "more than LoRA" not in compare.table_verdicts(s)["VRAM Usage"]
+    assert "more than LoRA" not in table_verdicts(s)["VRAM Usage"]
     t = copy.deepcopy(f)  # under fp16 (a T4) QLoRA trains the standard preparation; the lean one is measured beside it
     t["qlora"]["preparation"], t["qlora"]["lean"] = "standard", {"weights": 60e6, "activations": 400e6, "total": 500e6}
-    said = compare.table_verdicts(t)["VRAM Usage"]
+    said = table_verdicts(t)["VRAM Usage"]
     assert "keeps its frozen non-4-bit weights in fp32" in said and "lean it would need 476.8 MB" in said
     g["qlora"]["saved"] = 9.5e6  # a 16-bit adapter: half LoRA's fp32 one
-    assert "×0.50 LoRA's: 1.9 vs 3.9 bytes per adapter parameter" in compare.table_verdicts(g)["Storage"]
-    assert "casts a QLoRA adapter to bf16" in compare.table_verdicts(g)["Storage"]
+    assert "×0.50 LoRA's: 1.9 vs 3.9 bytes per adapter parameter" in table_verdicts(g)["Storage"]
+    assert "casts a QLoRA adapter to bf16" in table_verdicts(g)["Storage"]
     g["lora"]["saved"] = g["qlora"]["saved"] = 300e6
-    assert compare.table_verdicts(g)["Storage"].startswith("differs here")
+    assert table_verdicts(g)["Storage"].startswith("differs here")
     g["full"]["em_after"], g["estimate_7b"]["qlora"]["smallest_gpu"] = 0.9, "A100 40 GB"
-    said = compare.table_verdicts(g)["Use Case"]
+    said = table_verdicts(g)["Use Case"]
     assert "Full FT scored higher" in said and "even QLoRA does not fit one small GPU" in said
     g["full"]["em_after"] = g["lora"]["em_after"] = g["qlora"]["em_after"] = 0.0
-    assert "no method raised exact match" in compare.table_verdicts(g)["Use Case"]
+    assert "no method raised exact match" in table_verdicts(g)["Use Case"]
 
 
 def test_use_case_says_what_full_ft_reaches_at_its_own_rate():
     f = made_up_facts()
-    assert "its own best rate" not in compare.table_verdicts(f)["Use Case"]  # no such run: nothing said
+    assert "its own best rate" not in table_verdicts(f)["Use Case"]  # no such run: nothing said
     f["full_best"] = {"lr": 1e-4, "loss_after": 0.25, "em_after": 0.7}
-    said = compare.table_verdicts(f)["Use Case"]
+    said = table_verdicts(f)["Use Case"]
     assert "At its own best rate (0.0001, chapter 2's sweep) full FT reaches validation loss 0.250" in said
     assert "lower than LoRA's 0.300" in said and "does not learn less" in said
     f["full_best"]["loss_after"] = 0.31
-    assert "about the same as LoRA's 0.300" in compare.table_verdicts(f)["Use Case"]
+    assert "about the same as LoRA's 0.300" in table_verdicts(f)["Use Case"]
     f["full_best"]["loss_after"] = 0.5
-    said = compare.table_verdicts(f)["Use Case"]
+    said = table_verdicts(f)["Use Case"]
     assert "above LoRA's 0.300" in said and "does not learn less" not in said
 
 
 def test_mechanism_verdict_checks_the_4bit_base_and_the_optimizer():
     f = made_up_facts()
-    said = compare.table_verdicts(f)["Mechanism"]
+    said = table_verdicts(f)["Mechanism"]
     assert said.startswith("as the theory says") and "no paged optimizer here" in said
     f["qlora"]["packed_4bit"], f["qlora"]["optim"] = 0, "paged_adamw_8bit"
-    said = compare.table_verdicts(f)["Mechanism"]
+    said = table_verdicts(f)["Mechanism"]
     assert said.startswith("differs here") and "paged" not in said
 
 

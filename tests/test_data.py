@@ -1,11 +1,11 @@
-"""Tests for ftkit/data.py: determinism, no leakage between splits, answer format, noise, scoring."""
+"""Tests for ftkit/core/data.py: determinism, no leakage between splits, answer format, noise, scoring."""
 
 import json
 import re
 
 import pytest
 
-from ftkit.data import (
+from ftkit.core.data import (
     ALL_TEMPLATES,
     FIELDS,
     HELDOUT_TEMPLATES,
@@ -269,7 +269,7 @@ def test_other_bad_arguments():
 
 
 def test_profile_dataset_has_the_profile_sizes():
-    from ftkit.profiles import get_profile
+    from ftkit.core.profiles import get_profile
 
     profile = get_profile("ci")
     data = profile_dataset(profile)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import ftkit
-from ftkit import colab
-from ftkit.notebooks import ROOT, all_notebooks
-from ftkit.overfit import per_example_losses
-from ftkit.train import base_model
+from ftkit.chapters import capstone as colab
+from ftkit.tools.notebooks import ROOT, all_notebooks
+from ftkit.chapters.overfitting import per_example_losses
+from ftkit.core.train import base_model
 
 LOADERS = ("load_model", "load_base", "random_model")  # the calls that put a model on a device
 
@@ -50,7 +50,7 @@ def fed(call) -> list[str]:
 
 def test_the_check_catches_cpu_tensors_fed_to_a_gpu_model(on_meta, rows):
     model, tokenizer = on_meta
-    assert fed(lambda: model(**ftkit.answer_batch(tokenizer, rows[:2]))) == ["cpu"]
+    assert fed(lambda: model(**ftkit.hyperparameters.answer_batch(tokenizer, rows[:2]))) == ["cpu"]
 
 
 @pytest.mark.parametrize("function", ["gradient_noise", "measure_memory", "generate_answers", "per_example_losses",
@@ -60,10 +60,10 @@ def test_ftkit_feeds_the_model_on_its_device(on_meta, rows, function, monkeypatc
     # generate() cannot run on meta tensors (it reads token ids back): the tensors it is given go to the forward
     monkeypatch.setattr(model, "generate", lambda input_ids, attention_mask, **kw: model(input_ids, attention_mask),
                         raising=False)
-    batch = ftkit.answer_batch(tokenizer, rows[:2])
+    batch = ftkit.hyperparameters.answer_batch(tokenizer, rows[:2])
     conversations = [row["messages"][:-1] for row in rows[:2]]
     calls = {
-        "gradient_noise": lambda: ftkit.gradient_noise(model, {2: [batch]}),
+        "gradient_noise": lambda: ftkit.hyperparameters.gradient_noise(model, {2: [batch]}),
         "measure_memory": lambda: ftkit.measure_memory(model, batch),
         "generate_answers": lambda: ftkit.generate_answers(model, tokenizer, conversations, progress=False),
         "per_example_losses": lambda: per_example_losses(model, tokenizer, rows[:2]),

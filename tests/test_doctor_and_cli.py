@@ -1,8 +1,10 @@
+import importlib
+
 import pytest
 
 import ftkit
 from ftkit.__main__ import main
-from ftkit.doctor import TESTED_VERSIONS
+from ftkit.tools.doctor import TESTED_VERSIONS
 
 
 def test_doctor_reports_every_area(capsys):
@@ -50,7 +52,7 @@ def test_doctor_flags_a_missing_package(monkeypatch):
 
 
 def test_constraints_agree_with_the_tested_versions():
-    from ftkit.notebooks import ROOT
+    from ftkit.tools.notebooks import ROOT
 
     text = (ROOT / "constraints.txt").read_text()
     pins = dict(line.strip().split("==") for line in text.splitlines() if "==" in line and not line.startswith("#"))
@@ -62,6 +64,43 @@ def test_cli_reports_errors_without_a_traceback(capsys, monkeypatch):
     monkeypatch.setenv("FTKIT_PROFILE", "nope")
     assert main(["compare"]) == 2
     assert "Unknown profile 'nope'" in capsys.readouterr().err
+
+
+BAD_INPUT = [  # what a new user types wrong, and the words of the refusal
+    (["compare", "--steps", "0"], "--steps: must be at least 1"),
+    (["compare", "--steps", "-3"], "--steps: must be at least 1"),
+    (["compare", "--steps", "ten"], "--steps: 'ten' is not a whole number"),
+    (["compare", "--seq-len", "0"], "--seq-len: must be at least 1"),
+    (["compare", "--model", "smollm-9000"], "Unknown model 'smollm-9000'"),
+    (["compare", "--profile", "laptop"], "Unknown profile 'laptop'"),
+    (["compare", "--out", "/proc/ftkit-cannot-write-here"], "No such file or directory"),
+    (["finetune", "--lr", "-1"], "--lr: must be > 0"),
+    (["finetune", "--lr", "0"], "--lr: must be > 0"),
+    (["finetune", "--method", "dora"], "invalid choice: 'dora'"),
+    (["finetune", "--model", "gpt5"], "Unknown model 'gpt5'"),
+    (["sweep", "learnin_rate", "1e-4", "1e-3"], "Unknown hyperparameter 'learnin_rate'"),
+    (["sweep", "learning_rate", "-1", "1e-3"], "learning_rate=-1 is refused"),
+    (["sweep", "lora_r", "0", "8"], "lora_r=0 is refused"),
+    (["sweep", "learning_rate", "1e-4", "--steps", "0"], "--steps: must be at least 1"),
+    (["prefetch", "--profile", "laptop"], "Unknown profile 'laptop'"),
+]
+
+
+@pytest.mark.parametrize("argv, refusal", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_cli_refuses_bad_input_before_any_work(argv, refusal, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the input was checked")
+
+    for module, name in (("ftkit.core.train", "run_experiment"), ("ftkit.core.train", "evaluate_task"),
+                         ("ftkit.chapters.methods.compare", "compare_methods"), ("ftkit.core.models", "load_model"),
+                         ("ftkit.core.builtin", "builtin_model_dir")):
+        monkeypatch.setattr(importlib.import_module(module), name, no_work)
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's refusal: usage and the error, exit status 2
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and refusal in err and "Traceback" not in err, err
 
 
 def test_cli_help_lists_the_commands(capsys):

@@ -1,4 +1,4 @@
-"""The chapter-2 explorer (ftkit.explore): when it shows its widget panel, and the panel in JupyterLab as a learner
+"""The chapter-2 explorer (ftkit.hyperparameters.explore): when it shows its widget panel, and the panel in JupyterLab as a learner
 uses it (issue 20, item 13: numpy's numpy._pytesttester module made every kernel look like nbmake's, so `make lab`
 and Colab got one run with the defaults and no sliders).
 
@@ -18,7 +18,8 @@ from browser import Chromium, find_chromium
 from test_lab import jupyter_lab
 
 import ftkit
-sw = importlib.import_module("ftkit.sweep")  # the module: ftkit.sweep is the function
+from ftkit.chapters import hyperparameters as sw  # noqa: E402
+from ftkit.chapters.hyperparameters import explorer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "outputs" / "lab"
@@ -68,8 +69,8 @@ def test_explore_in_a_kernel_returns_the_panel_without_training(kernel, profile,
     import ipywidgets as w
 
     assert kernel()
-    monkeypatch.setattr(sw, "explore_run", lambda *a, **k: pytest.fail("explore() trained before Train was pressed"))
-    panel = ftkit.explore(profile=profile, data=tiny_data)
+    monkeypatch.setattr(explorer, "explore_run", lambda *a, **k: pytest.fail("explore() trained before Train was pressed"))
+    panel = ftkit.hyperparameters.explore(profile=profile, data=tiny_data)
     assert isinstance(panel, w.VBox)
     assert [c.description for c in panel.children if isinstance(c, w.Button)] == ["Train"]
 
@@ -80,7 +81,7 @@ def test_explore_in_a_kernel_returns_the_panel_without_training(kernel, profile,
 
 NOTEBOOK = {
     "cells": [{"cell_type": "code", "execution_count": None, "id": "explore", "metadata": {}, "outputs": [],
-               "source": 'import ftkit\nprofile = ftkit.get_profile("ci")\npanel = ftkit.explore(profile=profile)'}],
+               "source": 'import ftkit\nprofile = ftkit.get_profile("ci")\npanel = ftkit.hyperparameters.explore(profile=profile)'}],
     "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}},
     "nbformat": 4, "nbformat_minor": 5,
 }

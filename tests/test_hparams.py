@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 import ftkit
-from ftkit.hparams import NAMES, with_overrides
+from ftkit.core.hparams import NAMES, with_overrides
 
 
 def test_defaults_per_method_and_profile():

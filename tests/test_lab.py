@@ -36,7 +36,7 @@ def jupyter_lab(root: Path, env: dict[str, str | None] | None = None):
     """JupyterLab as `make lab` starts it (127.0.0.1, --ServerApp.root_dir=root), on a free port with a token, and
     temp JUPYTER_* dirs; yields (base url, token). env: variables to set for the server, and the kernels it starts
     (which get its environment); None removes one. PYTEST_CURRENT_TEST is always removed: `make lab` has none, and a
-    kernel that sees it takes itself for nbmake's (ftkit.sweep.has_widget_frontend)."""
+    kernel that sees it takes itself for nbmake's (ftkit.hyperparameters.has_widget_frontend)."""
     port, token = _free_port(), secrets.token_hex(16)
     home = Path(tempfile.mkdtemp(prefix="jupyter-"))  # no user settings, workspaces or runtime files leak in or out
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),

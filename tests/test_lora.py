@@ -1,4 +1,4 @@
-"""LoRA from scratch (ftkit.lora): the step-0 identity, the parameter formula, merging, and agreement with peft."""
+"""LoRA from scratch (ftkit.chapters.methods.lora): the step-0 identity, the parameter formula, merging, and agreement with peft."""
 
 import copy
 
@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 import ftkit
-from ftkit.configs import LINEAR_NAMES
-from ftkit.lora import LoRALinear, add_lora, copy_to_peft, lora_param_count, time_forward
-from ftkit.models import lora_config
+from ftkit.core.configs import LINEAR_NAMES
+from ftkit.chapters.methods.lora import LoRALinear, add_lora, copy_to_peft, lora_param_count, time_forward
+from ftkit.core.models import lora_config
 
 
 def randomize_B(module: nn.Module, seed: int = 0) -> None:

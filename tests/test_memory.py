@@ -6,12 +6,15 @@ import pytest
 import torch
 
 import ftkit
-from ftkit import memory as M
+from ftkit.core import configs as C
+from ftkit.core import estimate as E
+from ftkit.core import hparams as H
+from ftkit.core import memory as M
 
 SEQ_LENS = (32, 64, 128)
 BATCH = 2
 # The real SmolLM2-135M architecture (vocab 49152, hidden 576, 9 heads / 3 kv heads, tied), 4 of its 30 layers.
-SMOL = dict(M.KNOWN_CONFIGS["HuggingFaceTB/SmolLM2-135M"], num_hidden_layers=4)
+SMOL = dict(C.KNOWN_CONFIGS["HuggingFaceTB/SmolLM2-135M"], num_hidden_layers=4)
 EXACT = ("weights", "gradients", "optimizer")
 
 
@@ -25,7 +28,7 @@ def assert_close(measured: M.MemoryBreakdown, estimated: M.MemoryBreakdown):
     assert rel_err(measured.activations, estimated.activations) < 0.15, "activations"
 
 
-@pytest.fixture(scope="module", params=M.METHODS)
+@pytest.fixture(scope="module", params=H.METHODS)
 def fp32_model(request):
     """(method, model) built once per method, fp32."""
     return request.param, M.random_model(SMOL, request.param, precision="fp32", seed=0)
@@ -42,7 +45,7 @@ def fp32_measurements(fp32_model):
 @pytest.mark.parametrize("seq_len", SEQ_LENS)
 def test_estimate_matches_measurement_fp32(fp32_measurements, seq_len):
     method, measured = fp32_measurements
-    est = M.estimate_memory(SMOL, method, seq_len=seq_len, batch_size=BATCH, precision="fp32")
+    est = E.estimate_memory(SMOL, method, seq_len=seq_len, batch_size=BATCH, precision="fp32")
     assert_close(measured[seq_len], est)
 
 
@@ -51,7 +54,7 @@ def test_estimate_matches_measurement_bf16(method, optimizer):
     """bf16: fp32 norm upcasts and peft's fp32 input casts; bf16 AdamW moments; 8-bit AdamW state."""
     model = M.random_model(SMOL, method, precision="bf16", seed=1)
     measured = M.measure_memory(model, M.random_batch(SMOL["vocab_size"], 64, BATCH), optimizer=optimizer)
-    est = M.estimate_memory(SMOL, method, seq_len=64, batch_size=BATCH, precision="bf16", optimizer=optimizer)
+    est = E.estimate_memory(SMOL, method, seq_len=64, batch_size=BATCH, precision="bf16", optimizer=optimizer)
     assert_close(measured, est)
 
 
@@ -61,15 +64,15 @@ def test_estimate_matches_measurement_standard_qlora_preparation():
     model = M.random_model(SMOL, "qlora", precision="bf16", seed=1, upcast_frozen_to_fp32=True)
     measured = M.measure_memory(model, M.random_batch(SMOL["vocab_size"], 64, BATCH), optimizer="adamw_8bit")
     kw = dict(seq_len=64, batch_size=BATCH, precision="bf16", optimizer="adamw_8bit")
-    assert_close(measured, M.estimate_memory(SMOL, "qlora", upcast_frozen_to_fp32=True, **kw))
-    lean = M.estimate_memory(SMOL, "qlora", **kw)
+    assert_close(measured, E.estimate_memory(SMOL, "qlora", upcast_frozen_to_fp32=True, **kw))
+    lean = E.estimate_memory(SMOL, "qlora", **kw)
     assert lean.weights < measured.weights and lean.activations < measured.activations
     assert rel_err(measured.weights, lean.weights) > 0.02  # the lean estimate would miss the upcast
 
 
 TINY = {  # small versions of the other supported families: Qwen2 (q/k/v biases), Mistral (untied), Qwen3 (q/k norm)
-    "qwen2": dict(M.KNOWN_CONFIGS["Qwen/Qwen2.5-0.5B"], vocab_size=4096, num_hidden_layers=2),
-    "mistral": dict(M.KNOWN_CONFIGS["mistralai/Mistral-7B-v0.1"], vocab_size=4096, hidden_size=512,
+    "qwen2": dict(C.KNOWN_CONFIGS["Qwen/Qwen2.5-0.5B"], vocab_size=4096, num_hidden_layers=2),
+    "mistral": dict(C.KNOWN_CONFIGS["mistralai/Mistral-7B-v0.1"], vocab_size=4096, hidden_size=512,
                     intermediate_size=1024, num_attention_heads=8, num_key_value_heads=2, num_hidden_layers=2),
     "qwen3": dict(model_type="qwen3", vocab_size=4096, hidden_size=512, intermediate_size=1024, num_hidden_layers=2,
                   num_attention_heads=8, num_key_value_heads=4, head_dim=128, tie_word_embeddings=True),
@@ -94,7 +97,7 @@ def test_estimate_is_exact_on_gemma_and_phi3(family, method, precision):
     cfg = EXACT_FAMILIES[family]
     model = M.random_model(cfg, method, precision=precision, seed=3)
     measured = M.measure_memory(model, M.random_batch(cfg["vocab_size"], 64, BATCH))
-    est = M.estimate_memory(cfg, method, seq_len=64, batch_size=BATCH, precision=precision)
+    est = E.estimate_memory(cfg, method, seq_len=64, batch_size=BATCH, precision=precision)
     assert measured.as_dict() == est.as_dict()
 
 
@@ -103,7 +106,7 @@ def test_estimate_matches_other_families(family, method):
     cfg = TINY[family]
     model = M.random_model(cfg, method, precision="bf16", seed=3)
     measured = M.measure_memory(model, M.random_batch(cfg["vocab_size"], 64, BATCH))
-    assert_close(measured, M.estimate_memory(cfg, method, seq_len=64, batch_size=BATCH, precision="bf16"))
+    assert_close(measured, E.estimate_memory(cfg, method, seq_len=64, batch_size=BATCH, precision="bf16"))
 
 
 def test_wrong_formula_fails(fp32_measurements):
@@ -111,14 +114,14 @@ def test_wrong_formula_fails(fp32_measurements):
     method, measured = fp32_measurements
     m = measured[64]
     kw = dict(batch_size=BATCH, precision="fp32")
-    assert rel_err(m.activations, M.estimate_memory(SMOL, method, seq_len=128, **kw).activations) > 0.15
-    assert rel_err(m.weights, M.estimate_memory(SMOL, method, seq_len=64, batch_size=BATCH,
+    assert rel_err(m.activations, E.estimate_memory(SMOL, method, seq_len=128, **kw).activations) > 0.15
+    assert rel_err(m.weights, E.estimate_memory(SMOL, method, seq_len=64, batch_size=BATCH,
                                                 precision="bf16").weights) > 0.02
     if method == "qlora":  # forgetting the quantization
-        assert rel_err(m.weights, M.estimate_memory(SMOL, "lora", seq_len=64, **kw).weights) > 0.02
+        assert rel_err(m.weights, E.estimate_memory(SMOL, "lora", seq_len=64, **kw).weights) > 0.02
     if method != "full":
-        assert rel_err(m.gradients, M.estimate_memory(SMOL, method, seq_len=64, lora_r=8, **kw).gradients) > 0.02
-        assert rel_err(m.optimizer, M.estimate_memory(SMOL, method, seq_len=64, optimizer="adamw_8bit",
+        assert rel_err(m.gradients, E.estimate_memory(SMOL, method, seq_len=64, lora_r=8, **kw).gradients) > 0.02
+        assert rel_err(m.optimizer, E.estimate_memory(SMOL, method, seq_len=64, optimizer="adamw_8bit",
                                                       **kw).optimizer) > 0.02
 
 
@@ -127,20 +130,20 @@ def test_gradient_checkpointing():
     model = M.random_model(SMOL, "full", precision="fp32", seed=2)
     model.gradient_checkpointing_enable()
     measured = M.measure_memory(model, M.random_batch(SMOL["vocab_size"], 32, BATCH))
-    shape = M.model_shape(SMOL)
-    est = M.estimate_memory(shape, "full", seq_len=32, batch_size=BATCH, precision="fp32",
+    shape = C.model_shape(SMOL)
+    est = E.estimate_memory(shape, "full", seq_len=32, batch_size=BATCH, precision="fp32",
                             gradient_checkpointing=True)
-    no_gc = M.estimate_memory(shape, "full", seq_len=32, batch_size=BATCH, precision="fp32")
-    one_layer = M.layer_activation_bytes(shape, "full", 32, BATCH, "fp32")
+    no_gc = E.estimate_memory(shape, "full", seq_len=32, batch_size=BATCH, precision="fp32")
+    one_layer = E.layer_activation_bytes(shape, "full", 32, BATCH, "fp32")
     assert rel_err(measured.activations, est.activations - one_layer) < 0.02
     assert est.activations < no_gc.activations
 
 
 def test_count_parameters_and_weight_dtypes(fp32_model):
     method, model = fp32_model
-    shape = M.model_shape(SMOL)
+    shape = C.model_shape(SMOL)
     trainable, total = ftkit.count_parameters(model)
-    lora = M.lora_params(shape, 16) if method != "full" else 0
+    lora = E.lora_params(shape, 16) if method != "full" else 0
     assert total == shape.num_params() + lora
     assert trainable == (shape.num_params() if method == "full" else lora)
     by_dtype = M.weights_by_dtype(model)
@@ -163,7 +166,7 @@ PUBLISHED = {
 
 @pytest.mark.parametrize("name", list(PUBLISHED))
 def test_known_config_param_counts(name):
-    assert abs(M.model_shape(name).num_params() / PUBLISHED[name] - 1) < 0.01
+    assert abs(C.model_shape(name).num_params() / PUBLISHED[name] - 1) < 0.01
 
 
 @pytest.mark.parametrize("config", [
@@ -177,7 +180,7 @@ def test_formula_equals_real_model_count(config):
     cfg = ftkit.config_for(config)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
-    assert M.model_shape(config).num_params() == model.num_parameters()
+    assert C.model_shape(config).num_params() == model.num_parameters()
 
 
 @pytest.mark.parametrize("double_quant", [True, False])
@@ -191,28 +194,28 @@ def test_nf4_bytes_equal_what_bitsandbytes_stores(double_quant):
     stored = packed.numel() * packed.element_size() + state.absmax.numel() * state.absmax.element_size()
     if double_quant:
         stored += state.state2.absmax.numel() * state.state2.absmax.element_size()
-    assert M.nf4_bytes(n, double_quant=double_quant) == stored
-    bits = ftkit.double_quant_bits(double_quant=double_quant)  # the per-weight formula taught in 1.2
-    assert 8 * M.nf4_bytes(n, double_quant=double_quant) / n == pytest.approx(bits, abs=2e-3)
+    assert E.nf4_bytes(n, double_quant=double_quant) == stored
+    bits = ftkit.methods.double_quant_bits(double_quant=double_quant)  # the per-weight formula taught in 1.2
+    assert 8 * E.nf4_bytes(n, double_quant=double_quant) / n == pytest.approx(bits, abs=2e-3)
     assert bits == pytest.approx(4.127 if double_quant else 4.5, abs=5e-4)
 
 
 def test_fits_on():
-    assert M.fits_on(10 * M.GB)["T4 16 GB"]
-    assert not M.fits_on(14.5 * M.GB)["T4 16 GB"]  # 14.75 GiB minus 1 GiB headroom
-    assert M.fits_on(14.5 * M.GB, headroom_gib=0.0)["T4 16 GB"]
-    fits = M.fits_on(M.MemoryBreakdown(30 * M.GB, 0, 0, 0))
+    assert E.fits_on(10 * M.GB)["T4 16 GB"]
+    assert not E.fits_on(14.5 * M.GB)["T4 16 GB"]  # 14.75 GiB minus 1 GiB headroom
+    assert E.fits_on(14.5 * M.GB, headroom_gib=0.0)["T4 16 GB"]
+    fits = E.fits_on(M.MemoryBreakdown(30 * M.GB, 0, 0, 0))
     assert [name for name, ok in fits.items() if ok] == ["A100 40 GB", "A6000/L40S 48 GB", "A100 80 GB", "H100 80 GB"]
 
 
 def test_fit_table():
-    rows = M.fit_table(["HuggingFaceTB/SmolLM2-135M", "meta-llama/Llama-2-70b-hf"], seq_len=512, batch_size=1)
+    rows = E.fit_table(["HuggingFaceTB/SmolLM2-135M", "meta-llama/Llama-2-70b-hf"], seq_len=512, batch_size=1)
     by = {(r["model"].split("/")[-1], r["method"]): r for r in rows}
     assert len(rows) == 6
     assert by["SmolLM2-135M", "qlora"]["T4 16 GB"]
     assert by["Llama-2-70b-hf", "full"]["smallest_gpu"] is None
     assert by["Llama-2-70b-hf", "qlora"]["A100 80 GB"] and not by["Llama-2-70b-hf", "qlora"]["A100 40 GB"]
-    totals = [by["Llama-2-70b-hf", m]["total_gib"] for m in M.METHODS]
+    totals = [by["Llama-2-70b-hf", m]["total_gib"] for m in H.METHODS]
     assert totals == sorted(totals, reverse=True)  # full > lora > qlora
 
 
@@ -225,20 +228,20 @@ def test_breakdown_format():
 
 def test_clear_errors():
     with pytest.raises(ValueError, match="Unknown method"):
-        M.estimate_memory(SMOL, "dora", seq_len=64, batch_size=1)
+        E.estimate_memory(SMOL, "dora", seq_len=64, batch_size=1)
     with pytest.raises(ValueError, match="seq_len"):
-        M.estimate_memory(SMOL, "lora", seq_len=0, batch_size=1)
+        E.estimate_memory(SMOL, "lora", seq_len=0, batch_size=1)
     with pytest.raises(ValueError, match="optimizer"):
-        M.estimate_memory(SMOL, "lora", seq_len=64, batch_size=1, optimizer="sgd")
+        E.estimate_memory(SMOL, "lora", seq_len=64, batch_size=1, optimizer="sgd")
     with pytest.raises(ValueError, match="target_modules"):
-        M.estimate_memory(SMOL, "lora", seq_len=64, batch_size=1, target_modules=["qkv"])
+        E.estimate_memory(SMOL, "lora", seq_len=64, batch_size=1, target_modules=["qkv"])
     with pytest.raises(ValueError, match="model_type") as err:
-        M.model_shape(dict(SMOL, model_type="gpt2"))
+        C.model_shape(dict(SMOL, model_type="gpt2"))
     assert "gemma" in str(err.value) and "phi3" in str(err.value)  # the message lists the covered families
     with pytest.raises(ValueError, match="rope_scaling"):
-        M.model_shape(dict(EXACT_FAMILIES["phi3"], rope_scaling={"type": "longrope"}))
+        C.model_shape(dict(EXACT_FAMILIES["phi3"], rope_scaling={"type": "longrope"}))
     with pytest.raises(ValueError, match="target_modules"):  # Phi-3 has no q_proj: its names are fused
-        M.estimate_memory(EXACT_FAMILIES["phi3"], "lora", seq_len=64, batch_size=1, target_modules=["q_proj"])
+        E.estimate_memory(EXACT_FAMILIES["phi3"], "lora", seq_len=64, batch_size=1, target_modules=["q_proj"])
 
 
 def test_load_config(tmp_path, monkeypatch):
@@ -255,15 +258,15 @@ def test_load_config(tmp_path, monkeypatch):
 
 
 def test_estimate_peak_is_at_least_the_weights():
-    est = M.estimate_memory("Qwen/Qwen2.5-0.5B", "qlora", seq_len=512, batch_size=4)
-    peak = M.estimate_peak(est, "Qwen/Qwen2.5-0.5B", seq_len=512, batch_size=4)
+    est = E.estimate_memory("Qwen/Qwen2.5-0.5B", "qlora", seq_len=512, batch_size=4)
+    peak = E.estimate_peak(est, "Qwen/Qwen2.5-0.5B", seq_len=512, batch_size=4)
     assert est.weights + est.activations < peak
     assert math.isclose(peak - est.weights - est.optimizer - est.activations, 8 * 4 * 512 * 151936)
 
 
 def test_base_weight_bytes_equals_a_loaded_model():
     model = M.random_model(SMOL, "full", precision="bf16", seed=0)
-    assert M.base_weight_bytes(SMOL, False, "bf16") == M.param_bytes(model)
-    assert M.base_weight_bytes(SMOL, False, "fp32") == 2 * M.param_bytes(model) - 2 * (64 // 2) * 4  # buffers stay fp32
-    nf4 = M.base_weight_bytes(SMOL, True, "bf16")
-    assert nf4 < M.param_bytes(model) and nf4 < M.base_weight_bytes(SMOL, True, "bf16", other_precision="fp32")
+    assert E.base_weight_bytes(SMOL, False, "bf16") == M.param_bytes(model)
+    assert E.base_weight_bytes(SMOL, False, "fp32") == 2 * M.param_bytes(model) - 2 * (64 // 2) * 4  # buffers stay fp32
+    nf4 = E.base_weight_bytes(SMOL, True, "bf16")
+    assert nf4 < M.param_bytes(model) and nf4 < E.base_weight_bytes(SMOL, True, "bf16", other_precision="fp32")

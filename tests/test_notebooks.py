@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 import ftkit
-from ftkit import notebooks as nb
+from ftkit.tools import notebooks as nb
 
 NOTEBOOKS = nb.all_notebooks()
 

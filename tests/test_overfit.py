@@ -6,18 +6,19 @@ import matplotlib
 import pytest
 
 import ftkit
-from ftkit import overfit
+from ftkit.chapters import overfitting as overfit
+from ftkit.chapters.overfitting import rows, sizes
 
 matplotlib.use("Agg")
 
-TINY = overfit.Setup(n_train=4, n_eval=2, steps=4, eval_every=2, seeds=(0, 1), lora_r=4)
+TINY = sizes.Setup(n_train=4, n_eval=2, steps=4, eval_every=2, seeds=(0, 1), lora_r=4)
 
 
 @pytest.fixture
 def tiny_rows(monkeypatch, tmp_path):
     """The ci setup shrunk to seconds on the tiny random model; rows are kept in a temporary folder."""
     monkeypatch.setitem(overfit.SETUPS, "ci", TINY)
-    monkeypatch.setattr(overfit, "rows_dir", lambda: tmp_path)
+    monkeypatch.setattr(rows, "rows_dir", lambda: tmp_path)
     return tmp_path
 
 
@@ -145,7 +146,7 @@ def test_scoreboard_ranks_by_the_kept_models_validation_loss():
     assert "keeps the model of step 2" in overfit.why("early stopping", rows)
     table = overfit.scoreboard_table(rows)
     assert table.count("\n") == 4 and "0.400 ± 0.050" in table and "patience 3" in table
-    ax = ftkit.plot_scoreboard(rows)
+    ax = ftkit.overfitting.plot_scoreboard(rows)
     assert len(ax.patches) == 3 and ax.get_xlabel().startswith("validation loss")
     assert math.isclose(rows["baseline"][0].gap, 0.3 - 0.01 * 0.3)
 
@@ -158,16 +159,16 @@ def test_unknown_remedy_is_refused():
 def test_rows_are_kept_per_run_and_keyed_by_every_setting(profile, monkeypatch, tmp_path):
     """Rows live in the run's output folder (not the repository, not the user's cache) and a change of profile, seed
     or any setting of the row gives another file."""
-    monkeypatch.delenv(overfit.ROWS_ENV, raising=False)
+    monkeypatch.delenv(rows.ROWS_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     assert overfit.rows_dir().resolve() == tmp_path / "outputs" / "overfit"
-    monkeypatch.setenv(overfit.ROWS_ENV, str(tmp_path / "elsewhere"))
+    monkeypatch.setenv(rows.ROWS_ENV, str(tmp_path / "elsewhere"))
     assert overfit.rows_dir() == tmp_path / "elsewhere"
-    paths = {overfit.row_path("baseline", 0, profile), overfit.row_path("baseline", 1, profile),
-             overfit.row_path("baseline", 0, ftkit.get_profile("cpu")), overfit.row_path("lower LR", 0, profile)}
+    paths = {rows.row_path("baseline", 0, profile), rows.row_path("baseline", 1, profile),
+             rows.row_path("baseline", 0, ftkit.get_profile("cpu")), rows.row_path("lower LR", 0, profile)}
     assert len(paths) == 4
     monkeypatch.setitem(overfit.SETUPS, "ci", TINY)
-    assert overfit.row_path("baseline", 0, profile) not in paths  # the baseline's sizes changed
+    assert rows.row_path("baseline", 0, profile) not in paths  # the baseline's sizes changed
 
 
 def test_each_profile_trains_its_remedies(monkeypatch):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import ftkit
-from ftkit.profiles import detect_profile_name, resolve_precision
+from ftkit.core.profiles import detect_profile_name, resolve_precision
 
 
 def test_env_variable_picks_profile(monkeypatch):

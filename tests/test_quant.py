@@ -1,12 +1,12 @@
-"""Blockwise int4 and NF4 from scratch (ftkit.quant), checked bit for bit against bitsandbytes on the CPU."""
+"""Blockwise int4 and NF4 from scratch (ftkit.chapters.methods.quant), checked bit for bit against bitsandbytes on the CPU."""
 
 import math
 
 import pytest
 import torch
 
-from ftkit import quant
-from ftkit.models import builtin_model_dir
+from ftkit.chapters.methods import quant
+from ftkit.core.builtin import builtin_model_dir
 
 bnbf = pytest.importorskip("bitsandbytes.functional")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ftkit import quiet
-from ftkit.profiles import cpu_has_bf16
+from ftkit.core import quiet
+from ftkit.core.profiles import cpu_has_bf16
 
 RUN = """
 import ftkit

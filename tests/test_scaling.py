@@ -1,7 +1,8 @@
 """Chapter 4: full fine-tuning sharded with FSDP over 2 CPU processes (gloo), against one plain process.
 
 Both runs train the tiny test model on the same global batch of packed course text, launched as a learner would
-(`accelerate launch --config_file configs/accelerate/fsdp_cpu_2proc.yaml scripts/fsdp_finetune.py`, and plain python).
+(`accelerate launch --config_file ftkit/chapters/scaling/fsdp_cpu_2proc.yaml -m ftkit.chapters.scaling.worker`, and
+plain python).
 """
 
 import json
@@ -10,9 +11,11 @@ from pathlib import Path
 import pytest
 
 import ftkit
-from ftkit import scaling as S
-from ftkit.memory import GB
-from ftkit.models import model_path
+from ftkit.chapters import scaling as S
+from ftkit.chapters.scaling import sharded, verdicts
+from ftkit.tools.notebooks import ROOT
+from ftkit.core.memory import GB
+from ftkit.core.builtin import model_path
 
 STEPS, BATCH, SEQ, LR = 4, 4, 64, 1e-3  # lr 1e-3: the tiny random model's loss moves visibly in 4 steps
 
@@ -68,7 +71,7 @@ def test_loss_curve_matches_single_process(runs):
     assert single["losses"][-1] < single["losses"][0] - 0.01  # it trained (a broken loop would not move)
     ranks = [row["losses"] for row in sharded["per_process_bytes"]]
     # each process saw its own half of the batch: its loss is not the global one, their mean is
-    assert max(abs(a - b) for a, b in zip(*ranks)) > 10 * S.LOSS_TOLERANCE
+    assert max(abs(a - b) for a, b in zip(*ranks)) > 10 * verdicts.LOSS_TOLERANCE
     for step, loss in enumerate(sharded["losses"]):
         assert loss == pytest.approx((ranks[0][step] + ranks[1][step]) / 2, abs=1e-6)
 
@@ -103,13 +106,13 @@ def test_verdicts_flip_with_made_up_numbers():
 
 
 def test_launch_command():
-    one = S.launch_command(1, ["--out", "x"])
-    assert one[1].endswith("fsdp_finetune.py") and "accelerate" not in " ".join(one)
-    two = S.launch_command(2, ["--out", "x"])
+    one = sharded.launch_command(1, ["--out", "x"])
+    assert one[1:3] == ["-m", "ftkit.chapters.scaling.worker"] and "accelerate" not in " ".join(one)
+    two = sharded.launch_command(2, ["--out", "x"])
     assert two[1:4] == ["-m", "accelerate.commands.launch", "--config_file"]
-    assert two[two.index("--num_processes") + 1] == "2" and two[-2:] == ["--out", "x"]
+    assert two[two.index("--num_processes") + 1] == "2" and two[-4:] == ["--module", sharded.WORKER, "--out", "x"]
     with pytest.raises(ValueError, match="n_processes"):
-        S.launch_command(0, [])
+        sharded.launch_command(0, [])
 
 
 def test_zero_paper_figure_1():
@@ -139,7 +142,7 @@ def test_sharding_arguments_are_checked():
 
 
 
-@pytest.mark.parametrize("config_file", ["fsdp_1node_gpus.yaml", "fsdp_cpu_2proc.yaml"])
+@pytest.mark.parametrize("config_file", [ROOT / "configs" / "accelerate" / "fsdp_1node_gpus.yaml", sharded.CPU_CONFIG])
 @pytest.mark.parametrize("model_type, layer_class", [("llama", "LlamaDecoderLayer"), ("qwen2", "Qwen2DecoderLayer")])
 def test_fsdp_configs_wrap_each_decoder_layer_of_any_model(monkeypatch, config_file, model_type, layer_class):
     # the GPU config's example trains Qwen2.5-7B: a class named in the config (LlamaDecoderLayer) would not be found
@@ -149,8 +152,7 @@ def test_fsdp_configs_wrap_each_decoder_layer_of_any_model(monkeypatch, config_f
     from accelerate.utils.launch import prepare_multi_gpu_env
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    path = S.ROOT / "configs" / "accelerate" / config_file
-    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", str(path), "x.py"]))
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", str(config_file), "x.py"]))
     for key, value in prepare_multi_gpu_env(args).items():  # the FSDP_* variables `accelerate launch` sets
         if key.startswith("FSDP_"):
             monkeypatch.setenv(key, value)

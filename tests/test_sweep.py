@@ -1,21 +1,21 @@
 """The sweep (same numbers as separate runs), its CLI, bad inputs, and every chapter-2 verdict flipped by made-up numbers."""
 
-import importlib
 import json
 import math
 
 import pytest
 
 import ftkit
+import ftkit.core.profiles
 from ftkit.__main__ import main, parse_value
 
-sw = importlib.import_module("ftkit.sweep")  # the module (ftkit.sweep is the function)
+from ftkit.chapters import hyperparameters as sw
 
 
 def tiny_sweep(profile, data, name="learning_rate", values=(1e-3, 1e-2), **fixed):
     fixed.setdefault("max_steps", 3)
     fixed.setdefault("batch_size", 4)
-    return ftkit.sweep(name, list(values), "lora", profile=profile, data=data, progress=False, **fixed)
+    return ftkit.hyperparameters.sweep(name, list(values), "lora", profile=profile, data=data, progress=False, **fixed)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_sweep_result_tabulates_plots_and_saves(lr_sweep, tmp_path):
     assert ax.get_xscale() == "log" and len(ax.lines) >= 1
     assert len(lr_sweep.plot_curves().lines) == 2
     path = lr_sweep.save_json(tmp_path / "s.json")
-    again = ftkit.SweepResult.load_json(path)
+    again = ftkit.hyperparameters.SweepResult.load_json(path)
     assert again.final() == lr_sweep.final() and again.name == "learning_rate"
 
 
@@ -73,7 +73,7 @@ def test_num_epochs_sweep_counts_steps(tiny_profile, tiny_data):
 
 
 def test_cli_writes_png_and_json(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ftkit.profiles, "PROFILES", {**ftkit.profiles.PROFILES, "ci": ftkit.get_profile(
+    monkeypatch.setattr(ftkit.core.profiles, "PROFILES", {**ftkit.PROFILES, "ci": ftkit.get_profile(
         "ci", model="tiny-random", n_train=16, n_eval=4)})
     code = main(["sweep", "lora_r", "2", "4", "--steps", "2", "--profile", "ci", "--out", str(tmp_path)])
     assert code == 0
@@ -113,12 +113,12 @@ def lr_inputs(high_diverges=True, low_stuck=False, lora_best=1e-3):
 
 
 def test_diagnose_rates():
-    d = ftkit.diagnose_rates(1.0, {1: 1.02, 2: 0.5, 3: 0.1, 4: 1.2, 5: 0.3, 6: 0.9},
+    d = ftkit.hyperparameters.diagnose_rates(1.0, {1: 1.02, 2: 0.5, 3: 0.1, 4: 1.2, 5: 0.3, 6: 0.9},
                              {k: [1.0, 0.8, 0.6] for k in range(1, 7)} | {5: [1.0, 1.6, 1.1, 1.8, 2.0],
                                                                           6: [1.0, 1.1, 1.0, 1.2, 1.3]})
     # 1: within 5 % of the start (noise), barely moved; 5: oscillates; 6: rises often but swings only 30 %: noise
     assert d == {1: "too low", 2: "ok", 3: "best", 4: "too high", 5: "too high", 6: "too low"}
-    assert ftkit.rise_share([1, 2, 1, 2, 3]) == 0.75
+    assert ftkit.hyperparameters.rise_share([1, 2, 1, 2, 3]) == 0.75
 
 
 def test_lr_verdicts_flip():
@@ -180,17 +180,17 @@ def test_epoch_and_warmup_verdicts_flip():
 def test_gradient_noise_shrinks_with_batch_size(tiny_profile, tiny_data):
     model, tokenizer = ftkit.load_model("tiny-random", "lora")
     rows = list(tiny_data["train"])
-    batches = {b: [ftkit.answer_batch(tokenizer, rows[i * b:(i + 1) * b]) for i in range(3)] for b in (1, 8)}
-    before = ftkit.flat_trainable(model).clone()
-    noise = ftkit.gradient_noise(model, batches)
+    batches = {b: [ftkit.hyperparameters.answer_batch(tokenizer, rows[i * b:(i + 1) * b]) for i in range(3)] for b in (1, 8)}
+    before = ftkit.hyperparameters.flat_trainable(model).clone()
+    noise = ftkit.hyperparameters.gradient_noise(model, batches)
     assert noise[8]["noise"] < noise[1]["noise"] and noise[1]["batches"] == 3
-    assert -1 <= noise[1]["cosine"] <= 1 and (ftkit.flat_trainable(model) == before).all()
+    assert -1 <= noise[1]["cosine"] <= 1 and (ftkit.hyperparameters.flat_trainable(model) == before).all()
 
 
 def test_accumulation_matches_the_big_batch_in_fp32(tiny_profile, tiny_data):
     """Batch 8 against 4 x 2 accumulation, in fp32: the same update up to float order; a per-micro-batch mean that
     halved or doubled the update would be off by 50 % or more."""
-    acc = ftkit.accumulation_check(tiny_profile, data=tiny_data, steps=2)
+    acc = ftkit.hyperparameters.accumulation_check(tiny_profile, data=tiny_data, steps=2)
     assert acc["loss_diff"] < 1e-4 and acc["weight_diff"] < 1e-3, acc
     assert acc["big"].hyperparameters["gradient_accumulation_steps"] == 1
     assert acc["accumulated"].hyperparameters["gradient_accumulation_steps"] == 2

@@ -13,9 +13,9 @@ import torch
 from transformers import TrainerCallback
 
 import ftkit
-from ftkit import emulation
-from ftkit import train as T
-from ftkit.models import adapter_precision, default_upcast
+from ftkit.core import emulation
+from ftkit.core import train as T
+from ftkit.core.models import adapter_precision, default_upcast
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_lora_under_fp16_keeps_the_residual_stream_in_fp32(t4):
     assert base.model.norm.weight.dtype == torch.float32
     assert base.model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.float16  # ... the matmuls are fp16
     batch = ftkit.course_batch(tokenizer, list(ftkit.load_course_dataset(n_train=4, seed=0)["train"]), 64)
-    with ftkit.models.forward_autocast(model):
+    with ftkit.core.models.forward_autocast(model):
         hidden = model(**batch, output_hidden_states=True).hidden_states
     assert all(h.dtype == torch.float32 for h in hidden)
     assert ftkit.generate_answers(model, tokenizer, [[{"role": "user", "content": "hi"}]], max_new_tokens=3,
@@ -160,7 +160,7 @@ def test_chapter_4_runs_at_cpu_sizes_in_every_profile():
 
 
 def test_the_colab_estimate_counts_every_notebook_and_chapter_3_trains_its_20_rows_once():
-    from ftkit.notebooks import ROOT
+    from ftkit.tools.notebooks import ROOT
 
     sys.path.insert(0, str(ROOT / "scripts"))
     import colab_estimate
@@ -170,20 +170,21 @@ def test_the_colab_estimate_counts_every_notebook_and_chapter_3_trains_its_20_ro
     names = set(gpu_check.notebook_paths()) - {gpu_check.CHAPTER_3} | {f"3.{i}" for i in range(1, 7)}
     assert set(work) == names
     rows = sum(w.get("runs", 0) for name, w in work.items() if name.startswith("3."))
-    assert rows == 2 * len(ftkit.overfit.REMEDIES)  # every remedy, two seeds, each trained once (Google Drive)
+    assert rows == 2 * len(ftkit.overfitting.REMEDIES)  # every remedy, two seeds, each trained once (Google Drive)
     minutes = {n: sum(colab_estimate.seconds(w, ftkit.PROFILES["t4"]).values()) / 60 for n, w in work.items()}
     assert max(minutes, key=minutes.get) == "capstone" and all(m > 0.5 for m in minutes.values())  # installs at least
 
 
 def test_chapter_3_keeps_its_rows_on_google_drive_on_colab(monkeypatch, tmp_path):
-    from ftkit import colab, overfit
+    from ftkit.chapters.overfitting import rows
+    from ftkit.core import runtime
 
-    monkeypatch.delenv(overfit.ROWS_ENV, raising=False)
-    assert "outputs/overfit" in overfit.share_rows()  # not on Colab: beside the notebook, as before
-    monkeypatch.setattr(colab, "DRIVE", tmp_path)
+    monkeypatch.delenv(rows.ROWS_ENV, raising=False)
+    assert "outputs/overfit" in rows.share_rows()  # not on Colab: beside the notebook, as before
+    monkeypatch.setattr(runtime, "DRIVE", tmp_path)
     (tmp_path / "MyDrive").mkdir()
-    monkeypatch.setattr(sys.modules["ftkit.doctor"], "in_colab", lambda: True)  # ftkit.doctor is the function
-    monkeypatch.setattr(colab, "in_colab", lambda: True)
-    monkeypatch.setattr(colab, "mount_drive", lambda: True)
-    line = overfit.share_rows()
-    assert overfit.rows_dir() == tmp_path / "MyDrive" / "ftkit" / "overfit-rows" and str(overfit.rows_dir()) in line
+    for module in (runtime, rows):  # as if on Colab, with Drive mounted
+        monkeypatch.setattr(module, "in_colab", lambda: True)
+    monkeypatch.setattr(rows, "mount_drive", lambda: True)
+    line = rows.share_rows()
+    assert rows.rows_dir() == tmp_path / "MyDrive" / "ftkit" / "overfit-rows" and str(rows.rows_dir()) in line

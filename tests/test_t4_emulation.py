@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from ftkit.notebooks import ROOT
+from ftkit.tools.notebooks import ROOT
 
 SCRIPT = ROOT / "scripts" / "t4_emulation.py"
 

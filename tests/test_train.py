@@ -5,7 +5,7 @@ import pytest
 from transformers import TrainerCallback
 
 import ftkit
-from ftkit.train import history_of
+from ftkit.core.train import history_of
 
 
 def run(profile, data, **kwargs):
@@ -127,7 +127,7 @@ def test_trainer_loss_is_cross_entropy_on_the_answer_only(tiny_data, tmp_path):
     import torch
     from trl import SFTConfig
 
-    from ftkit.train import sft_trainer, to_prompt_completion
+    from ftkit.core.train import sft_trainer, to_prompt_completion
 
     model, tokenizer = ftkit.load_model("smollm2-135m", "full")  # real: its loss on prompts and answers differs
     rows = to_prompt_completion(tiny_data["train"].select(range(4)))
@@ -182,7 +182,7 @@ class FakeTrainer:
 
 
 def test_tokens_per_second_after_a_resume_counts_only_this_calls_work(tmp_path):
-    from ftkit.train import _eval_seconds, _trained_tokens
+    from ftkit.core.train import _eval_seconds, _trained_tokens
 
     checkpoint = tmp_path / "checkpoint-4"
     checkpoint.mkdir()

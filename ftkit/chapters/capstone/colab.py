@@ -12,44 +12,18 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from .doctor import in_colab
-from .hparams import Hyperparameters, default_hyperparameters
-from .configs import config_for, model_shape
-from .memory import GB, GPUS, estimate_memory, estimate_peak
-from .models import autocast, cast_qlora_adapters, load_base, model_path
-from .quiet import quiet_loading
-from .train import history_of
+from ftkit.chapters.capstone.sizes import FAST_MODEL
+from ftkit.core.builtin import model_path
+from ftkit.core.configs import config_for, model_shape
+from ftkit.core.estimate import GPUS, estimate_memory, estimate_peak
+from ftkit.core.hparams import Hyperparameters
+from ftkit.core.memory import GB
+from ftkit.core.models import autocast, cast_qlora_adapters, load_base
+from ftkit.core.quiet import quiet_loading
+from ftkit.core.runtime import drive_dir, in_colab
+from ftkit.core.train import history_of
 
 T4_GIB = GPUS["T4 16 GB"]  # what torch can use on Colab's T4 (FINDINGS §6: about 14.5-14.75 GiB)
-DRIVE = Path("/content/drive")
-FAST_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"  # the one-line alternative for a fast run (same recipe)
-
-
-def capstone_recipe(profile) -> Hyperparameters:
-    """The QLoRA hyperparameters a free T4 needs, one definition for the notebook and scripts/t4_emulation.py.
-
-    What is not a hyperparameter comes from the profile: precision (t4: fp16, as a T4 has no real bf16), max_seq_len
-    (course examples are ~100 tokens with Qwen's chat template: 256 is room) and eval_every (the notebook also keeps
-    a checkpoint at every evaluation, so a disconnected free runtime resumes). The capstone trains run_experiment's
-    default preparation: on a T4 (fp16) peft's fp32 upcast of embeddings, lm_head and norms, because a 16-bit residual
-    stream can overflow fp16 (Qwen2/2.5 are reported to give NaN; ftkit.models.default_upcast), still under the T4's
-    14.75 GiB; under bf16 lean QLoRA, which leaves them in bf16 (Qwen2.5-7B has 1.09 B such weights: ~2 GiB of plan
-    saved; scripts/lean_qlora_evidence.py shows both train alike on the CPU)."""
-    cuda = profile.device == "cuda"
-    return replace(
-        default_hyperparameters("qlora", profile),
-        # The loss's fp32 buffers (tokens x 152k vocab) dominate a 7B's peak: on a GPU, half the batch twice (same
-        # effective batch) keeps the estimated peak near 10 GiB, with room under the T4's 14.75 GiB.
-        batch_size=max(1, profile.batch_size // 2) if cuda else profile.batch_size,
-        gradient_accumulation_steps=2 if cuda else 1,
-        gradient_checkpointing=True,  # recompute activations in backward: ~1/28 of the activations for ~30 % time
-        # 8-bit moments in CUDA unified memory, moved to CPU RAM only under memory pressure; needs CUDA
-        optim="paged_adamw_8bit" if cuda else "adamw_torch",
-        lora_r=16, lora_alpha=32, lora_dropout=0.05,  # alpha = 2 r (the theory's rule of thumb)
-        target_modules="all-linear",  # every linear layer of every block (QLoRA paper: needed to match full FT)
-        learning_rate=2e-4,  # the theory's LoRA/QLoRA value
-        lr_scheduler="cosine", warmup_steps=max(1, profile.max_steps // 10),
-    )
 
 
 # --- plan before loading ------------------------------------------------------------------------
@@ -58,7 +32,7 @@ def capstone_recipe(profile) -> Hyperparameters:
 def memory_budget(gpu_gib: float | None = None) -> tuple[int, str]:
     """Bytes training may use and what they are: the given GPU size, the visible GPU, an emulated T4's (stand-in for
     torch.cuda.mem_get_info, ftkit.emulation), or the available RAM."""
-    from .emulation import emulating
+    from ftkit.core.emulation import emulating
 
     if gpu_gib is None and emulating() == "t4":
         gpu_gib = T4_GIB
@@ -120,28 +94,6 @@ def plan_memory(model: str, hp: Hyperparameters, profile, *, gpu_gib: float | No
 
 
 # --- checkpoints that survive a disconnect --------------------------------------------------------
-
-
-def mount_drive() -> bool:
-    """Mount Google Drive on Colab (asks for access); False, cleanly, anywhere else or when refused."""
-    if not in_colab():
-        print("Not on Colab: checkpoints stay in a local outputs/ folder.")
-        return False
-    try:
-        from google.colab import drive
-
-        drive.mount(str(DRIVE))
-        return True
-    except Exception as err:  # refused, timed out, or Drive unavailable
-        print(f"Google Drive not mounted ({type(err).__name__}): checkpoints stay on this runtime's disk, "
-              "and a disconnect loses them.")
-        return False
-
-
-def drive_dir(name: str) -> Path | None:
-    """MyDrive/ftkit/<name> when Google Drive is mounted on Colab, else None."""
-    my_drive = DRIVE / "MyDrive"
-    return my_drive / "ftkit" / name if in_colab() and my_drive.is_dir() else None
 
 
 def checkpoint_dir(name: str) -> Path:

@@ -140,7 +140,7 @@ def check_method(method: str) -> None:
 
 def default_hyperparameters(method: str = "lora", profile=None) -> Hyperparameters:
     """The course's defaults for one method at one profile's sizes (the one place defaults live)."""
-    from .profiles import get_profile
+    from ftkit.core.profiles import get_profile
 
     check_method(method)
     profile = profile or get_profile()

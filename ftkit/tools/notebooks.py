@@ -9,11 +9,11 @@ import json
 import re
 from pathlib import Path
 
-from .doctor import COLAB_KEEPS
+from ftkit.tools.doctor import COLAB_KEEPS
 
 REPO_SLUG = "fine-tuning-llms-measured/course"  # the GitHub owner/name every badge and install cell points to
 BRANCH = "main"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository checkout this ftkit comes from (a maintainer's tool)
 NOTEBOOK_DIRS = ("notebooks", "colab")
 BADGE_RE = re.compile(r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]"
                       r"\(https://colab\.research\.google\.com/github/([^)]+)\)")

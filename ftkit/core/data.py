@@ -425,3 +425,9 @@ def course_batch(tokenizer, rows, max_len: int) -> dict:
                     add_special_tokens=False)
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+def template_overlap(data) -> set:
+    """Phrasings (template ids) found both in the training split and the held-out split: must be empty."""
+    train = set(data["train"]["template"])
+    return (train & set(data["heldout"]["template"])) | {t for t in train if t >= len(TRAIN_TEMPLATES)}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-CLAIMS_FILE = Path(__file__).resolve().parent.parent / "CLAIMS.md"  # at the repository root, beside theory.md
+CLAIMS_FILE = Path(__file__).resolve().parents[1] / "CLAIMS.md"  # shipped with the package (ftkit/CLAIMS.md)
 AGREES, DIFFERS = "as the theory says", "differs here"
 
 

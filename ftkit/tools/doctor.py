@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from importlib.util import find_spec
 
+from ftkit.core.runtime import in_colab
+
 # The versions this course was tested with (CI installs exactly these; constraints.txt agrees, a test checks it).
 TESTED_VERSIONS = {
     "torch": "2.13.0",
@@ -65,11 +67,6 @@ def measured_with() -> dict:
     return {"python": platform.python_version(), "cuda": torch.version.cuda, **{p: version_of(p) for p in packages}}
 
 
-def in_colab() -> bool:
-    """True inside a Google Colab runtime."""
-    return "google.colab" in sys.modules
-
-
 def device_checks() -> list[Check]:
     """GPU or CPU, compute capability, real bf16, GPU memory (one line with its fix when torch cannot be imported)."""
     try:
@@ -79,7 +76,7 @@ def device_checks() -> list[Check]:
                       f"pip install torch=={TESTED_VERSIONS['torch']} (on Colab: Runtime > Restart session; Colab "
                       "ships its own torch)")]
     if not torch.cuda.is_available():
-        from .profiles import cpu_has_bf16
+        from ftkit.core.profiles import cpu_has_bf16
 
         fix = "On Colab: Runtime > Change runtime type > T4 GPU. On a laptop the CPU profile works, just slower."
         return [Check("device", "CPU only (no CUDA GPU)", not in_colab(), fix),
@@ -100,7 +97,7 @@ def device_checks() -> list[Check]:
 
 def host_checks(profile=None) -> list[Check]:
     """RAM, free disk where the cache lives, and the models of the profile (given, or detected) ready to load."""
-    from .models import cache_dir
+    from ftkit.core.builtin import cache_dir
 
     try:
         import psutil
@@ -125,7 +122,7 @@ def model_checks(profile, cache) -> list[Check]:
     """One line per model the profile trains: a built-in one must be in the cache (it is made offline from a PyPI
     download); a hub id is downloaded on first use, which needs the network (Colab has it), so it is no problem."""
     try:
-        from .profiles import get_profile
+        from ftkit.core.profiles import get_profile
 
         profile = profile or get_profile()
     except Exception as err:  # no torch, or a profile that needs a GPU this machine lacks: reported elsewhere

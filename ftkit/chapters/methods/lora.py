@@ -19,8 +19,7 @@ import time
 import torch
 from torch import nn
 
-from .configs import LINEAR_NAMES
-
+from ftkit.core.configs import LINEAR_NAMES
 
 
 class LoRALinear(nn.Module):

@@ -75,7 +75,7 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3")
 
 def config_name(model: str) -> str:
     """The KNOWN_CONFIGS entry (or local folder) describing a model name: instruct models share the base's shape."""
-    from .models import KNOWN_MODELS, model_path
+    from ftkit.core.builtin import KNOWN_MODELS, model_path
 
     if model == "smollm2-135m":
         return "HuggingFaceTB/SmolLM2-135M"

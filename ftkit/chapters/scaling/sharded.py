@@ -1,7 +1,7 @@
-"""Full fine-tuning over several devices: launch scripts/fsdp_finetune.py, read what it measured, do the sharding arithmetic.
+"""Full fine-tuning over several devices: launch the FSDP worker, read what it measured, do the sharding arithmetic.
 
-Used in notebooks/04_scaling_out and tests/test_scaling.py. The training itself is in the script (PyTorch FSDP through
-accelerate); this module only starts it the way a learner would type it, and compares runs.
+Used in notebooks/04_scaling_out and tests/test_scaling.py. The training itself is in ftkit.chapters.scaling.worker
+(PyTorch FSDP through accelerate); this module only starts it the way a learner would type it, and compares runs.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from .configs import model_shape
-from .memory import GB, SHARDING, estimate_memory
-from .models import model_path
+from ftkit.core.builtin import model_path
+from ftkit.core.configs import model_shape
+from ftkit.core.estimate import SHARDING, estimate_memory
+from ftkit.core.memory import GB
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "fsdp_finetune.py"
-CPU_CONFIG = ROOT / "configs" / "accelerate" / "fsdp_cpu_2proc.yaml"
+WORKER = "ftkit.chapters.scaling.worker"  # the training script, run as a module: `python -m ftkit.chapters.scaling.worker`
+CPU_CONFIG = Path(__file__).with_name("fsdp_cpu_2proc.yaml")  # 2 CPU processes (gloo), shipped with the package
 # Output lines of the script worth showing live; the rest (library warnings) is kept for error messages.
 PROGRESS_PREFIXES = ("step ",)
 
@@ -42,27 +42,16 @@ def launch_command(n_processes: int, script_args: list[str], config: Path = CPU_
     if not (isinstance(n_processes, int) and n_processes >= 1):
         raise ValueError(f"n_processes must be a positive integer, got {n_processes!r}")
     if n_processes == 1:
-        return [sys.executable, str(SCRIPT), *script_args]
+        return [sys.executable, "-m", WORKER, *script_args]
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-            "--num_processes", str(n_processes), "--main_process_port", str(free_port()), str(SCRIPT), *script_args]
-
-
-def run_sizes(profile) -> dict:
-    """Steps, global batch and packed sequence length of chapter 4's runs at a profile. The processes run on the CPU in
-    every profile (gloo: one GPU cannot hold two ranks, and Colab has one), so a GPU profile, whose sizes are made for
-    its GPU, gets the cpu profile's: on Colab the run uses its 2 CPUs like a laptop's."""
-    from .profiles import PROFILES
-
-    cpu = profile if profile.device == "cpu" else PROFILES["cpu"]
-    return {"steps": max(3, cpu.max_steps // 8),  # ci: 3, cpu: 10 (full FT on 2 CPU processes: seconds per step)
-            "batch_size": cpu.batch_size,  # global: split evenly over the processes
-            "seq_len": cpu.max_seq_len // 4}  # packed blocks of course text: every process sees as many tokens
+            "--num_processes", str(n_processes), "--main_process_port", str(free_port()), "--module", WORKER,
+            *script_args]
 
 
 def run_sharded(model: str = "tiny-random", *, n_processes: int = 2, steps: int = 4, batch_size: int = 4,
                 seq_len: int = 64, lr: float = 1e-4, output_dir=None, save: bool = True, timeout: float = 900,
                 progress: bool = True, config: Path = CPU_CONFIG) -> dict:
-    """Run scripts/fsdp_finetune.py in n_processes (FSDP) or one plain process; return its metrics.json as a dict.
+    """Run the worker (ftkit.chapters.scaling.worker) in n_processes (FSDP) or one plain process; return its metrics.json as a dict.
 
     batch_size is the GLOBAL batch (each process trains on batch_size / n_processes rows). Adds "command",
     "wall_time_s" and "output_dir". Raises RuntimeError with the end of the output if the run fails.
@@ -77,7 +66,8 @@ def run_sharded(model: str = "tiny-random", *, n_processes: int = 2, steps: int 
     args = ["--model", path, "--data", str(out / "blocks.pt"), "--out", str(out), "--steps", str(steps),
             "--batch-size", str(batch_size), "--seq-len", str(seq_len), "--lr", str(lr)] + ([] if save else ["--no-save"])
     cmd = launch_command(n_processes, args, config)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    package_parent = str(Path(__file__).resolve().parents[3])  # where `import ftkit` finds this very package
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])),
                PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     if n_processes == 1:
         env.setdefault("OMP_NUM_THREADS", "1")  # as the launcher gives each process: a fair comparison of step times
@@ -87,7 +77,7 @@ def run_sharded(model: str = "tiny-random", *, n_processes: int = 2, steps: int 
         print(f"$ {' '.join(Path(c).name if c == sys.executable else c for c in cmd)}", flush=True)
     start, lines = time.perf_counter(), []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          cwd=ROOT) as proc:
+                          cwd=out) as proc:
         try:
             for line in proc.stdout:
                 lines.append(line.rstrip())
@@ -113,7 +103,7 @@ def packed_blocks(model_dir, seq_len: int, n_blocks: int, seed: int = 0):
     import torch
     from transformers import AutoTokenizer
 
-    from .data import load_course_dataset
+    from ftkit.core.data import load_course_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rows = load_course_dataset(n_train=n_blocks * seq_len // 20 + 16, n_validation=1, n_test=1, n_heldout=1,
@@ -176,48 +166,11 @@ def smallest_n(rows: list[dict], model: str, sharding: str, gib_per_device: floa
 # Verdicts (printed with ftkit.verdict; tests/test_scaling.py flips each one with made-up numbers)
 # ---------------------------------------------------------------------------------------------
 
-LOSS_TOLERANCE = 1e-4  # fp32: the same sums in another order differ by ~1e-6; a wrong batch split moves loss by >1e-2
-SHARD_TOLERANCE = 0.01  # FSDP pads a tensor whose first dimension does not split evenly: allow 1 % over 1/N
-
 
 def bytes_per_param(run: dict) -> float:
     """Measured bytes of weights + gradients + optimizer state per parameter, all processes together."""
     total = sum(row["weights"] + row["grads"] + row["optimizer"] for row in run["per_process_bytes"])
     return total / run["n_params"]
-
-
-def sharding_holds(single: dict, sharded: dict, bucket: str = "weights") -> tuple[bool, str]:
-    """Does every process of the sharded run hold 1/N of what the single process holds (within SHARD_TOLERANCE)?"""
-    whole, n = per_process(single, bucket)[0], sharded["n_processes"]
-    parts = per_process(sharded, bucket)
-    worst = max(parts) / whole
-    holds = n > 1 and worst <= (1 + SHARD_TOLERANCE) / n
-    return holds, (f"{bucket}: one process holds {whole:,} bytes alone; with FSDP over {n} processes each holds "
-                   f"{', '.join(f'{p:,}' for p in parts)} = {worst:.4f} of it (1/{n} = {1 / n:.4f})")
-
-
-def loss_match_holds(single: dict, sharded: dict, tolerance: float = LOSS_TOLERANCE) -> tuple[bool, str]:
-    """Does the sharded run's loss curve equal the single-process one (same global batch) within `tolerance`?"""
-    gap = loss_gap(single, sharded)
-    ranks = [row["losses"] for row in sharded["per_process_bytes"]]
-    spread = max(abs(a - b) for a, b in zip(ranks[0], ranks[-1])) if len(ranks) > 1 else 0.0
-    detail = (f"{len(single['losses'])} steps, largest loss difference {gap:.2e} (tolerance {tolerance:.0e}), "
-              f"while the processes' own losses on their halves of each batch differ by up to {spread:.2e}")
-    return gap <= tolerance, detail
-
-
-def checkpoint_holds(max_weight_diff: float, tolerance: float = 1e-5) -> tuple[bool, str]:
-    """Does the gathered checkpoint (loaded with from_pretrained) equal the single-process model's weights?"""
-    return max_weight_diff <= tolerance, (f"from_pretrained loads the gathered folder; its weights differ from the "
-                                          f"single-process model's by at most {max_weight_diff:.1e} "
-                                          f"(tolerance {tolerance:.0e})")
-
-
-def sixteen_bytes_holds(single: dict) -> tuple[bool, str]:
-    """Is full fine-tuning with fp32 AdamW states 16 bytes per parameter before activations (ZeRO paper, sec. 3.1)?"""
-    measured = bytes_per_param(single)
-    return abs(measured - 16) < 0.1, (f"measured {measured:.3f} bytes per parameter for weights + gradients + AdamW's "
-                                      f"two moments (4 + 4 + 8)")
 
 
 def max_weight_diff(folder_a, folder_b) -> float:

@@ -149,6 +149,6 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
         )
     profile = replace(profile, **overrides)
     profile = replace(profile, precision=resolve_precision(profile.precision, profile.device))
-    from .emulation import emulated, emulating
+    from ftkit.core.emulation import emulated, emulating
 
     return emulated(profile) if emulating() else profile

@@ -5,11 +5,11 @@ Chapter 4 (notebooks/04_scaling_out). Every process holds 1/N of the parameters,
 (metrics.json) and the checkpoint gathered back into one normal model folder that `from_pretrained` loads.
 
     # 2 processes on this CPU (gloo), as CI runs it:
-    accelerate launch --config_file configs/accelerate/fsdp_cpu_2proc.yaml scripts/fsdp_finetune.py --out runs/fsdp
+    accelerate launch --config_file ftkit/chapters/scaling/fsdp_cpu_2proc.yaml -m ftkit.chapters.scaling.worker --out runs/fsdp
     # the same global batch in one plain process (no FSDP), to compare the loss curves:
-    python scripts/fsdp_finetune.py --out runs/single
+    python -m ftkit.chapters.scaling.worker --out runs/single
     # several GPUs on one machine (bf16), unchanged:
-    accelerate launch --config_file configs/accelerate/fsdp_1node_gpus.yaml scripts/fsdp_finetune.py --out runs/gpu
+    accelerate launch --config_file configs/accelerate/fsdp_1node_gpus.yaml -m ftkit.chapters.scaling.worker --out runs/gpu
 
 The data are the course's training conversations, packed into blocks of exactly --seq-len tokens: every process
 then sees the same number of tokens, so the mean of the per-process losses is the loss of the whole global batch and
@@ -19,14 +19,10 @@ the sharded run is the single-process run computed in a different place.
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def parse_args(argv=None):
@@ -119,8 +115,8 @@ def main(argv=None) -> None:
             raise SystemExit(f"{args.data} holds {tuple(blocks.shape)} token ids; this run needs ({n_blocks}, "
                              f"{args.seq_len}) = (steps x batch size, seq len)")
     else:  # standalone: the course data packed here, the model by its ftkit name (imports ftkit: slower to start)
-        from ftkit.models import model_path
-        from ftkit.scaling import packed_blocks
+        from ftkit.chapters.scaling.sharded import packed_blocks
+        from ftkit.core.builtin import model_path
 
         path = args.model if Path(args.model).is_dir() else model_path(args.model)
         blocks = packed_blocks(path, args.seq_len, n_blocks, args.seed)

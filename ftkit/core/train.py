@@ -19,12 +19,24 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from .data import profile_dataset, score
-from .hparams import Hyperparameters, check_method, check_run, default_hyperparameters, with_overrides
-from .emulation import attach_grad_scaler
-from .models import cast_qlora_adapters, count_parameters, forward_autocast, is_quantized, load_model
-from .profiles import Profile, get_profile
-from .quiet import quiet_loading, quiet_trainer, quiet_training
+from ftkit.core.data import profile_dataset, score
+from ftkit.core.emulation import attach_grad_scaler
+from ftkit.core.hparams import (
+    Hyperparameters,
+    check_method,
+    check_run,
+    default_hyperparameters,
+    with_overrides,
+)
+from ftkit.core.models import (
+    cast_qlora_adapters,
+    count_parameters,
+    forward_autocast,
+    is_quantized,
+    load_model,
+)
+from ftkit.core.profiles import Profile, get_profile
+from ftkit.core.quiet import quiet_loading, quiet_trainer, quiet_training
 
 
 @dataclass

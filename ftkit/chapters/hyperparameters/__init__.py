@@ -1,0 +1,20 @@
+"""Chapter 2 · Hyperparameters: one at a time (sweeps), the explorer widget, gradient noise and accumulation.
+
+Used in notebooks/02_hyperparameters: `s = ftkit.hyperparameters.sweep("learning_rate", [1e-5, 1e-4, 1e-3])`."""
+
+from __future__ import annotations
+
+from .explorer import explore, has_widget_frontend
+from .measure import accumulation_check, answer_batch, baseline_loss, flat_trainable, gradient_noise
+from .sweeps import SweepResult, rise_share, sweep, sweep_hyperparameters
+from .verdicts import (
+    alpha_verdicts,
+    batch_verdicts,
+    diagnose_rates,
+    epoch_verdicts,
+    lr_verdicts,
+    rank_verdicts,
+    warmup_verdicts,
+)
+
+__all__ = ["SweepResult", "accumulation_check", "alpha_verdicts", "answer_batch", "baseline_loss", "batch_verdicts", "diagnose_rates", "epoch_verdicts", "explore", "flat_trainable", "gradient_noise", "has_widget_frontend", "lr_verdicts", "rank_verdicts", "rise_share", "sweep", "sweep_hyperparameters", "warmup_verdicts"]

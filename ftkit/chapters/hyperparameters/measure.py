@@ -1,0 +1,111 @@
+"""Chapter 2's measurements that need no sweep: gradient noise against batch size, the untrained model's validation
+loss, and batch B against (B/k) x k gradient accumulation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+from transformers import set_seed
+
+from ftkit.core.data import course_batch, profile_dataset
+from ftkit.core.models import autocast, load_model
+from ftkit.core.profiles import Profile, get_profile
+from ftkit.core.train import eval_loss, run_experiment
+
+
+def gradient_noise(model, batches: dict[int, list[dict]], *, precision: str = "fp32") -> dict[int, dict]:
+    """How much the gradient of the trainable weights varies from batch to batch, per batch size.
+
+    batches: {batch size: [batch, batch, ...]} (ftkit.answer_batch dicts). For each size: the gradient g_i of each
+    batch; noise = mean ||g_i - mean g||^2 / ||mean g||^2 (shrinks like 1/b for independent examples) and the mean
+    pairwise cosine between the g_i (grows towards 1). Weights are not changed (no optimizer step).
+    precision: the autocast training uses (ftkit.autocast), on the model's device."""
+
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = next(model.parameters()).device
+    out = {}
+    model.train()
+    for size, group in batches.items():
+        grads = []
+        for batch in group:
+            model.zero_grad(set_to_none=True)
+            with autocast(precision, device.type):
+                loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            loss.backward()
+            grads.append(torch.cat([p.grad.float().flatten() for p in params]))
+        g = torch.stack(grads)
+        mean = g.mean(0)
+        noise = ((g - mean) ** 2).sum(1).mean() / (mean ** 2).sum()
+        unit = torch.nn.functional.normalize(g, dim=1)
+        cos = unit @ unit.T
+        k = len(grads)
+        out[size] = {"noise": float(noise), "cosine": float((cos.sum() - k) / (k * (k - 1))) if k > 1 else math.nan,
+                     "batches": k}
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def answer_batch(tokenizer, rows, max_len: int = 128) -> dict:
+    """ftkit.course_batch with the loss on the assistant's answer only (prompt tokens masked), as training computes it."""
+
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    batch = course_batch(tokenizer, rows, max_len)
+    tokenizer.padding_side = side
+    for i, row in enumerate(rows):
+        prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=False)
+        batch["labels"][i, :len(tokenizer(prompt, add_special_tokens=False)["input_ids"])] = -100
+    return batch
+
+
+def accumulation_match(losses_big: list[float], losses_acc: list[float], weights: dict) -> dict:
+    """Relative differences between batch B and (B/k) x k accumulation: of the logged losses, and of the trained
+    weights measured against the size of the update (weights: {"base", "big", "acc"} flat tensors)."""
+    loss_diff = max(abs(a - b) / abs(a) for a, b in zip(losses_big, losses_acc, strict=True))
+    update = (weights["big"] - weights["base"]).norm()
+    return {"loss_diff": loss_diff, "weight_diff": float((weights["big"] - weights["acc"]).norm() / update)}
+
+
+def baseline_loss(method: str = "lora", *, profile: Profile | None = None, data=None) -> float:
+    """Validation loss of the untrained model as `method` loads it (LoRA's fresh adapters have B = 0: the same
+    function), computed exactly as a training run's evaluation computes it."""
+
+    profile = profile or get_profile()
+    data = data if data is not None else profile_dataset(profile)
+    model, tokenizer = load_model(profile.model, method, precision=profile.precision, device=profile.device)
+    return eval_loss(model, tokenizer, data, profile)
+
+
+def flat_trainable(model):
+    """All trainable weights of a model as one flat fp32 vector (a torch.Tensor, to compare two trained models)."""
+
+    return torch.cat([p.detach().float().flatten() for p in model.parameters() if p.requires_grad])
+
+
+def accumulation_check(profile: Profile | None = None, *, data=None, steps: int = 2, big: int = 8, k: int = 2,
+                       tolerance: float = 0.05, optim: str = "sgd", learning_rate: float = 1e-2,
+                       precision: str = "fp32") -> dict:
+    """Train LoRA with batch `big` and with batch big/k x k accumulation from the same start on the same examples;
+    return how far apart their losses and trained weights are (ftkit.accumulation_match) and both runs.
+
+    optim="sgd" by default: its update is the gradient times the rate, so the weights compare the accumulated
+    gradients. AdamW's first update is about lr x sign(gradient): entries whose gradient is ~0 flip sign on rounding
+    noise (bf16 here) and move a full step either way, so with AdamW the weights differ although the gradients agree.
+    precision="fp32" by default, so the comparison shows the arithmetic: under bf16 autocast the same SGD check
+    differed by 4.5-5.3 % of the update from rounding alone (ci, 2026-11-29), on both sides of a 5 % tolerance."""
+
+
+    profile = replace(profile or get_profile(), precision=precision)
+    data = data if data is not None else profile_dataset(profile)
+    common = dict(profile=profile, data=data, save=False, score_splits=(), progress=False, max_steps=steps,
+                  eval_every=steps, optim=optim, learning_rate=learning_rate)
+    one = run_experiment("lora", batch_size=big, **common)
+    acc = run_experiment("lora", batch_size=big // k, gradient_accumulation_steps=k, **common)
+    set_seed(0)
+    init, _ = load_model(profile.model, "lora", precision=profile.precision, device=profile.device)
+    match = accumulation_match(one.losses()[1], acc.losses()[1], {"base": flat_trainable(init),
+                               "big": flat_trainable(one.trained_model), "acc": flat_trainable(acc.trained_model)})
+    return {**match, "tolerance": tolerance, "big": one, "accumulated": acc}

@@ -1,0 +1,198 @@
+"""One hyperparameter at a time: train once per value, everything else fixed, and tabulate, plot and save the runs.
+
+Used in notebooks/02_hyperparameters: `s = ftkit.hyperparameters.sweep("learning_rate", [1e-5, 1e-4, 1e-3])`,
+`s.plot()`, `s.table()`; `python -m ftkit sweep learning_rate 1e-5 1e-4 1e-3` runs the same from a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+from ftkit.core.data import profile_dataset
+from ftkit.core.hparams import NAMES, Hyperparameters
+from ftkit.core.plots import _axes
+from ftkit.core.profiles import Profile, get_profile
+from ftkit.core.train import Result, resolve_hyperparameters, run_experiment
+
+LOG_SCALE = ("learning_rate", "weight_decay")  # swept over orders of magnitude: plotted on a log axis
+# The six hyperparameters of theory.md section 2: the explorer's controls and the chapter's sweeps.
+SIX = ("learning_rate", "batch_size", "lora_r", "lora_alpha", "num_epochs", "warmup_steps")
+
+
+@dataclass
+class SweepResult:
+    """One run per value of one hyperparameter, everything else fixed. Tabulates, plots and saves itself."""
+
+    name: str
+    method: str
+    values: list
+    results: list  # one ftkit.Result per value
+    fixed: dict = field(default_factory=dict)  # the hyperparameters every run shared (as used)
+    seconds: float = 0.0  # wall time of the whole sweep
+
+    def final(self, kind: str = "eval_loss") -> list[float]:
+        """The last logged value of `kind` for each value (nan where it was never logged or not finite)."""
+        return [r.final(kind) for r in self.results]
+
+    def start_loss(self) -> float:
+        """The loss of the untrained model on the first batch (step 1 is computed before any update; with one
+        seed every run sees the same first batch)."""
+        return self.results[0].losses("train_loss")[1][0]
+
+    def best(self, kind: str = "eval_loss"):
+        """The value with the lowest final `kind` (non-finite losses never win)."""
+        finals = [v if math.isfinite(v) else math.inf for v in self.final(kind)]
+        return self.values[finals.index(min(finals))]
+
+    def rows(self) -> list[dict]:
+        """One dict per value: the numbers of table()."""
+        rows = []
+        for value, r in zip(self.values, self.results, strict=True):
+            train = r.losses("train_loss")[1]
+            rows.append({self.name: value, "first train loss": train[0] if train else math.nan,
+                         "last train loss": train[-1] if train else math.nan, "validation loss": r.final(),
+                         "share of steps the loss rose": rise_share(train), "max grad norm":
+                         max(r.losses("grad_norm")[1], default=math.nan), "seconds": r.wall_time_s})
+        return rows
+
+    def table(self) -> str:
+        """A markdown table: one row per value."""
+        rows = self.rows()
+        head = list(rows[0])
+        lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for row in rows:
+            lines.append("| " + " | ".join(_fmt(v) for v in row.values()) + " |")
+        return "\n".join(lines)
+
+    def plot(self, ax=None, kind: str = "eval_loss", label: str | None = None, marker: str = "o-"):
+        """Final `kind` against the value (log axis for rates); non-finite runs drawn as x at the top."""
+
+        ax = _axes(ax)
+        ys = self.final(kind)
+        finite = [y for y in ys if math.isfinite(y)]
+        top = max(finite) * 1.1 if finite else 1.0
+        line, = ax.plot(self.values, [y if math.isfinite(y) else math.nan for y in ys], marker,
+                        label=label or self.method)
+        bad = [v for v, y in zip(self.values, ys, strict=True) if not math.isfinite(y)]
+        if bad:
+            ax.plot(bad, [top] * len(bad), "x", color=line.get_color(), ms=9, label=f"{label or self.method}: NaN")
+        if self.name in LOG_SCALE:
+            ax.set_xscale("log")
+        ax.set(xlabel=self.name, ylabel=f"final {kind.replace('_', ' ')}", title=f"Sweep over {self.name}")
+        ax.legend(fontsize=7)
+        return ax
+
+    def plot_curves(self, ax=None, kind: str = "train_loss"):
+        """The `kind` curve of every run, one line per value."""
+
+        ax = _axes(ax)
+        for value, r in zip(self.values, self.results, strict=True):
+            ax.plot(*r.losses(kind), "o-" if kind == "eval_loss" else "-", ms=3, label=f"{self.name}={value:g}"
+                    if isinstance(value, float) else f"{self.name}={value}")
+        ax.set(xlabel="step", ylabel=kind.replace("_", " "), title=f"{self.method}: {kind.replace('_', ' ')} per step")
+        ax.legend(fontsize=7)
+        return ax
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "method": self.method, "values": self.values, "fixed": self.fixed,
+                "seconds": self.seconds, "results": [r.as_dict() for r in self.results]}
+
+    def save_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.as_dict(), indent=1, default=str))
+        return path
+
+    @classmethod
+    def load_json(cls, path: str | Path) -> SweepResult:
+
+        d = json.loads(Path(path).read_text())
+        return cls(name=d["name"], method=d["method"], values=d["values"], fixed=d["fixed"], seconds=d["seconds"],
+                   results=[Result(**r) for r in d["results"]])
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.3g}"
+    return str(v)
+
+
+def sweep_hyperparameters(name: str, values, method: str = "lora", *, profile: Profile | None = None,
+                          hp: Hyperparameters | None = None, **fixed) -> list[Hyperparameters]:
+    """The Hyperparameters of each run of a sweep, all checked before anything trains (a refused value raises here,
+    naming the hyperparameter and the value)."""
+
+    if name not in NAMES:
+        raise ValueError(f"Unknown hyperparameter {name!r}; the ones a sweep can vary are: {', '.join(NAMES)}")
+    if name in fixed:
+        raise ValueError(f"{name} is the swept hyperparameter: give its values in the list, not as {name}=...")
+    values = list(values)
+    if not values:
+        raise ValueError(f"No values to sweep {name} over: give at least one, e.g. sweep({name!r}, [..., ...])")
+    profile = profile or get_profile()
+    out = []
+    for value in values:
+        try:
+            out.append(resolve_hyperparameters(method, hp, profile, {**fixed, name: value}, caller="sweep"))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"sweep: {name}={value!r} is refused: {err}") from err
+    return out
+
+
+def sweep(name: str, values, method: str = "lora", *, profile: Profile | None = None, data=None,
+          hp: Hyperparameters | None = None, score_splits=(), eval_every: int | None = None, progress: bool = True,
+          **fixed) -> SweepResult:
+    """Train once per value of hyperparameter `name`, everything else fixed (hp, then the keyword overrides `fixed`).
+
+    Cheaper than separate default runs, with the same numbers (tests/test_sweep.py checks it): the dataset is built
+    once; each run evaluates only at its end unless eval_every is given, saves nothing, scores only score_splits, and
+    keeps no model. Loading the base model again costs 0.1-0.3 s of a run here, so each run loads its own.
+    One progress bar counts the steps of the whole sweep.
+    """
+
+
+    profile = profile or get_profile()
+    hps = sweep_hyperparameters(name, values, method, profile=profile, hp=hp, **fixed)
+    data = data if data is not None else profile_dataset(profile, seed=hps[0].seed)
+    n_train = len(data["train"])
+    bar = tqdm(total=sum(h.steps(n_train) for h in hps), desc=f"sweep {name}", disable=not progress)
+    start, results = time.perf_counter(), []
+    try:
+        for value, h in zip(values, hps, strict=True):
+            bar.set_postfix_str(f"{name}={value}")
+            results.append(run_experiment(method, h, profile=profile, data=data, save=False, keep_model=False,
+                                          eval_every=eval_every or h.steps(n_train), score_splits=score_splits,
+                                          callbacks=[_StepBar(bar)], progress=False))
+    finally:
+        bar.close()
+    shared = {k: v for k, v in hps[0].as_dict().items() if k != name}
+    return SweepResult(name=name, method=method, values=list(values), results=results, fixed=shared,
+                       seconds=time.perf_counter() - start)
+
+
+def _StepBar(bar):
+    """A TrainerCallback that advances the sweep's one progress bar by a step and shows the last loss."""
+
+    class StepBar(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            bar.update(1)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                bar.set_postfix_str(f"{bar.postfix.split(',')[0] if bar.postfix else ''}, loss {logs['loss']:.3f}")
+
+    return StepBar()
+
+
+def rise_share(losses: list[float]) -> float:
+    """Share of steps on which the training loss went up (0 for a steady fall; ~0.5 for noise around a level)."""
+    if len(losses) < 2:
+        return 0.0
+    return sum(b > a for a, b in zip(losses, losses[1:])) / (len(losses) - 1)

@@ -1,0 +1,210 @@
+"""Chapter 2's verdicts: each claim of theory.md section 2 decided from measured numbers (plain numbers in, so a unit
+test can flip each one), with every threshold a named constant beside its rule.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ftkit.chapters.hyperparameters.sweeps import rise_share
+from ftkit.core.claims import verdict
+from ftkit.core.memory import human_bytes
+
+TOO_LOW_FRACTION = 0.25  # a rate is "too low" when its loss moved less than this share of what the best rate moved
+RISE_SHARE = 0.5  # ... "too high" when the loss rose on more than this share of its steps (oscillation) ...
+SWING = 0.5  # ... and swung above its first value by more than this fraction (batch-to-batch noise does not)
+ABOVE_START = 1.05  # ... or ended above the untrained model's validation loss by more than 5 % (noise and bf16)
+NEAR_BEST = 1.5  # rates whose final loss is within 1.5x of the best one are not told apart: both reached the floor
+
+
+def oscillates(curve: list[float]) -> bool:
+    """The training loss rose on more than RISE_SHARE of its steps and swung SWING above its first value."""
+    return rise_share(curve) > RISE_SHARE and max(curve) > (1 + SWING) * curve[0]
+
+
+def diagnose_rates(start: float, finals: dict, train_losses: dict) -> dict:
+    """{rate: "too high" | "too low" | "best" | "ok"} from the untrained model's validation loss, each rate's final
+    validation loss and its training-loss curve. Too high: NaN, final above ABOVE_START x start, or oscillating.
+    Too low: moved less than TOO_LOW_FRACTION of what the best rate moved."""
+    why = {}
+    for rate in finals:
+        curve = train_losses[rate]
+        if not math.isfinite(finals[rate]) or not all(math.isfinite(x) for x in curve):
+            why[rate] = "too high"
+        elif finals[rate] > ABOVE_START * start or oscillates(curve):
+            why[rate] = "too high"
+    fine = {r: f for r, f in finals.items() if r not in why}
+    if not fine:
+        return why
+    best = min(fine, key=fine.get)
+    for rate, f in fine.items():
+        why[rate] = "best" if rate == best else (
+            "too low" if start - f < TOO_LOW_FRACTION * (start - fine[best]) else "ok")
+    return dict(sorted(why.items()))
+
+
+def lr_verdicts(start: dict, finals: dict, train_losses: dict, grad_norms: dict) -> dict[str, str]:
+    """The four learning-rate verdicts. Each argument is {method: ...}: start loss, {rate: final validation loss},
+    {rate: training losses}, {rate: grad norms}."""
+    diag = {m: diagnose_rates(start[m], finals[m], train_losses[m]) for m in finals}
+    out = {}
+    high = {m: [r for r, d in diag[m].items() if d == "too high"] for m in diag}
+    out["2.lr-too-high"] = verdict(
+        "2.lr-too-high", all(high.values()),
+        "; ".join(f"{m}: " + (", ".join(f"{r:g} ({_high_sign(start[m], finals[m][r], train_losses[m][r])})"
+                                         for r in high[m]) or f"no rate up to {max(finals[m]):g} diverged")
+                  for m in diag))
+    low = {m: [r for r, d in diag[m].items() if d == "too low"] for m in diag}
+    out["2.lr-too-low"] = verdict(
+        "2.lr-too-low", all(low.values()),
+        "; ".join(f"{m}: " + (", ".join(f"{r:g} moved the loss {start[m] - finals[m][r]:.3f}" for r in low[m])
+                              + f" against {start[m] - min(finals[m][r] for r, d in diag[m].items() if d == 'best'):.3f}"
+                              f" at the best rate" if low[m] else f"even {min(finals[m]):g} moved the loss well")
+                  for m in diag))
+    stuck = {}
+    for m in diag:
+        for r in low[m][:1]:  # the lowest too-low rate of each method: the clearest case
+            g = grad_norms[m][r]
+            curve = train_losses[m][r]
+            stuck[m, r] = (g[-1] < 0.2 * g[0], g[-1] / g[0], curve[0] - curve[-1])
+    if stuck:
+        holds = any(s[0] for s in stuck.values())
+        detail = "; ".join(f"{m} at {r:g}: grad norm at the end {s[1]:.0%} of its start, loss fell {s[2]:.3f}"
+                           for (m, r), s in stuck.items())
+        detail += (" — a gradient that vanished where the loss stopped: a minimum" if holds else
+                   " — the gradient is still large and the loss still falling, and a larger rate from the same start "
+                   "goes far lower: slow progress, not a local minimum; the text's 'stuck in local minima' is loose")
+    else:
+        holds, detail = False, "no rate was too low here, so nothing could get stuck"
+    out["2.lr-local-minima"] = verdict("2.lr-local-minima", holds, detail)
+    best = {m: min((r for r, d in diag[m].items() if d == "best"), default=math.nan) for m in diag}
+    ratio = best["lora"] / best["full"]
+    near = {m: near_best(finals[m], diag[m]) for m in diag}
+    low, high = min(near["lora"]) / max(near["full"]), max(near["lora"]) / min(near["full"])
+    detail = (f"best LoRA rate {best['lora']:g}, best full-FT rate {best['full']:g}: {ratio:.3g}x (the text's 2e-4 vs "
+              f"1e-5 is 20x; LoRA Without Regret reports about 10x)")
+    tied = [f"{m}'s " + " and ".join(f"{r:g} ({finals[m][r]:.4f})" for r in near[m]) for m in diag if len(near[m]) > 1]
+    if tied:
+        detail += (f"; but {' and '.join(tied)} end within {NEAR_BEST:g}x of each other: in these steps they all nearly "
+                   f"solve the task, so the sweep places the optimum only between them, and the ratio lies between "
+                   f"{low:.3g}x and {high:.3g}x")
+    out["2.lr-lora-higher"] = verdict("2.lr-lora-higher", low > 1, detail)
+    return out
+
+
+def near_best(finals: dict, diagnosis: dict) -> list:
+    """The rates (not too high) whose final loss is within NEAR_BEST x the best one: the sweep cannot rank them."""
+    fine = {r: f for r, f in finals.items() if diagnosis[r] != "too high"}
+    floor = min(fine.values(), default=math.nan)
+    return sorted(r for r, f in fine.items() if f <= NEAR_BEST * floor) or [math.nan]
+
+
+def _high_sign(start: float, final: float, curve: list[float]) -> str:
+    if not math.isfinite(final) or not all(math.isfinite(x) for x in curve):
+        return "NaN"
+    if final > ABOVE_START * start:
+        return f"ended at {final:.3g}, above the untrained {start:.3g}"
+    return f"loss rose on {rise_share(curve):.0%} of steps, up to {max(curve):.3g}"
+
+
+def batch_verdicts(noise: dict, memory: dict, accumulation: dict) -> dict[str, str]:
+    """noise {b: relative gradient variance}; memory {b: bytes of one step}; accumulation {"loss_diff", "weight_diff",
+    "tolerance", "memory_small", "memory_big"}: relative differences of batch 8 vs 4 x 2 and their memories."""
+    sizes = sorted(noise)
+    slope = (math.log(noise[sizes[-1]]) - math.log(noise[sizes[0]])) / (math.log(sizes[-1]) - math.log(sizes[0]))
+    out = {"2.batch-stable": verdict(
+        "2.batch-stable", noise[sizes[-1]] < 0.5 * noise[sizes[0]],
+        f"gradient noise {noise[sizes[0]]:.3g} at batch {sizes[0]} -> {noise[sizes[-1]]:.3g} at batch {sizes[-1]}: "
+        f"it falls as b^{slope:.2f} (independent examples give b^-1)")}
+    bs = sorted(memory)
+    grows = all(memory[a] < memory[b] for a, b in zip(bs, bs[1:]))
+    out["2.batch-vram"] = verdict(
+        "2.batch-vram", grows, f"one step needs {_mb(memory[bs[0]])} at batch {bs[0]} and {_mb(memory[bs[-1]])} at "
+        f"batch {bs[-1]}: +{_mb((memory[bs[-1]] - memory[bs[0]]) / (bs[-1] - bs[0]))} per example (activations)")
+    a = accumulation
+    same = a["loss_diff"] <= a["tolerance"] and a["weight_diff"] <= a["tolerance"]
+    out["2.batch-accumulation"] = verdict(
+        "2.batch-accumulation", same and a["memory_small"] < a["memory_big"],
+        f"batch 8 vs 4 x 2 accumulation: losses differ by {a['loss_diff']:.2%}, trained weights by "
+        f"{a['weight_diff']:.2%} of the update (tolerance {a['tolerance']:.0%}); memory of a step "
+        f"{_mb(a['memory_small'])} vs {_mb(a['memory_big'])}")
+    return out
+
+
+def _mb(n: float) -> str:
+
+    return human_bytes(n)
+
+
+def rank_verdicts(params: dict, formula: dict, memory: dict, val_loss: dict, targets: dict) -> dict[str, str]:
+    """params/formula/memory/val_loss: {r: number}; targets: {"all-linear": val loss, "attention": val loss}."""
+    rs = sorted(params)
+    exact = all(params[r] == formula[r] for r in rs)
+    out = {"2.rank-params": verdict(
+        "2.rank-params", exact and all(params[a] < params[b] for a, b in zip(rs, rs[1:])),
+        ", ".join(f"r={r}: {params[r]:,}" for r in rs) + (" trainable, equal to r(d_in + d_out) summed over the "
+                                                          "adapted layers" if exact else " (formula differs!)"))}
+    ms = sorted(memory)
+    out["2.rank-vram"] = verdict(
+        "2.rank-vram", memory[ms[-1]] > memory[ms[0]],
+        f"one step needs {_mb(memory[ms[0]])} at r={ms[0]} and {_mb(memory[ms[-1]])} at r={ms[-1]}: "
+        f"{(memory[ms[-1]] - memory[ms[0]]) / memory[ms[0]]:+.1%} (the frozen base dominates)")
+    vs = sorted(val_loss)
+    out["2.rank-capacity"] = verdict(
+        "2.rank-capacity", val_loss[vs[-1]] <= val_loss[vs[0]] + 0.01,
+        ", ".join(f"r={r}: {val_loss[r]:.3f}" for r in vs) + " validation loss after the same steps (overfitting "
+        "needs longer runs on less data: chapter 3)")
+    out["2.rank-all-linear"] = verdict(
+        "2.rank-all-linear", targets["all-linear"] < targets["attention"],
+        f"validation loss all-linear {targets['all-linear']:.3f} vs attention-only {targets['attention']:.3f} at the "
+        "same r and steps")
+    return out
+
+
+def alpha_verdicts(val_loss: dict) -> dict[str, str]:
+    """val_loss: {scheme: {r: final validation loss}} with schemes "alpha=2r", "fixed alpha" and "rslora"."""
+    spread = {s: max(v.values()) - min(v.values()) for s, v in val_loss.items()}
+    fixed = val_loss["fixed alpha"]
+    rs = sorted(fixed)
+    out = {"2.alpha-influence": verdict(
+        "2.alpha-influence", fixed[rs[-1]] > val_loss["alpha=2r"][rs[-1]],
+        f"at r={rs[-1]}: validation loss {val_loss['alpha=2r'][rs[-1]]:.3f} with alpha=2r vs {fixed[rs[-1]]:.3f} with "
+        "the small fixed alpha: a smaller alpha/r moves the model less in the same steps")}
+    calm = min(spread, key=spread.get)
+    out["2.alpha-rule"] = verdict(
+        "2.alpha-rule", spread["alpha=2r"] <= spread["fixed alpha"],
+        "spread of validation loss across ranks " + ", ".join(f"{s} {v:.3f}" for s, v in spread.items())
+        + f"; the most rank-independent scheme here is {calm}"
+        + ("" if spread["alpha=2r"] <= spread["fixed alpha"] else
+           ": alpha/r fixed does not keep training the same, because Adam's steps on A and B are the same size "
+           "whatever r, so the update B A grows with r unless alpha stays fixed (LoRA Without Regret)"))
+    return out
+
+
+def epoch_verdicts(val_by_epoch: dict) -> dict[str, str]:
+    """val_by_epoch: {epoch: validation loss}."""
+    es = sorted(val_by_epoch)
+    best = min(es, key=val_by_epoch.get)
+    rise = val_by_epoch[es[-1]] - val_by_epoch[best]
+    detail = (f"validation loss fell to {val_by_epoch[best]:.3f} at epoch {best:g}, then rose by {rise:.3f} by epoch "
+              f"{es[-1]:g}")
+    if best == es[-1]:
+        detail += " — still falling at the last epoch: every epoch here is on the underfitting side"
+    elif rise <= 0.01:
+        detail += (" — flat after its minimum, not rising (within 0.01): the model reached the task's floor and more "
+                   "epochs of the same examples left it there; overfitting shows with fewer records (chapter 3)")
+    out = {"2.epochs-fit": verdict("2.epochs-fit", es[0] < best < es[-1] and rise > 0.01, detail)}
+    out["2.epochs-typical"] = verdict(
+        "2.epochs-typical", 1 <= best <= 3,
+        f"the best epoch here is {best:g}" + ("" if best <= 3 else " on a small training set") + "; the text's 1-3 "
+        "is for datasets of thousands of examples, where one epoch is already many steps")
+    return out
+
+
+def warmup_verdicts(early_loss: dict, early_grad: dict) -> dict[str, str]:
+    """early_loss / early_grad: {"warmup": max over the first steps, "none": same without warmup}."""
+    calmer = early_loss["warmup"] < early_loss["none"] and early_grad["warmup"] <= early_grad["none"]
+    return {"2.warmup": verdict(
+        "2.warmup", calmer,
+        f"largest early training loss {early_loss['none']:.3g} without warmup vs {early_loss['warmup']:.3g} with; "
+        f"largest early grad norm {early_grad['none']:.3g} vs {early_grad['warmup']:.3g}")}

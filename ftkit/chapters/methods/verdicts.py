@@ -1,0 +1,159 @@
+"""Chapter 1's verdicts: each row of theory.md's table (section 1) and its summary decided from measured numbers (or
+the memory estimator's), with every threshold a named constant beside its rule.
+"""
+
+from __future__ import annotations
+
+from ftkit.core.claims import verdict
+from ftkit.core.memory import human_bytes
+
+ROW_CLAIMS = {"Mechanism": "1.mechanism", "VRAM Usage": "1.vram", "Training Speed": "1.speed",
+              "Storage": "1.storage", "Use Case": "1.use-case"}  # each row's id in CLAIMS.md
+
+
+USE_CASE_MODEL = "Qwen/Qwen2.5-7B"  # the "7B" of the theory's summary (the Colab capstone's model family)
+
+
+def _count(n: int) -> str:
+    """A parameter count as '134.5 M' or '106.8 k'."""
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.1f} k"
+
+
+def _x(a: float, b: float) -> str:
+    """a / b as '×1.23'."""
+    return f"×{a / b:.2f}" if b else "×inf"
+
+
+def table_verdicts(f: dict) -> dict[str, str]:
+    """One verdict per theory row, chosen from the measured numbers (never a fixed answer)."""
+    full, lora, qlora = f["full"], f["lora"], f["qlora"]
+    cpu = f["device"] == "cpu"
+    out = {}
+
+    # Mechanism: who trains what, and is the QLoRA base really 4-bit?
+    share = lora["trainable"] / lora["total"]
+    ok = full["trainable"] == full["total"] and share < 0.1 and qlora["packed_4bit"] > 0
+    text = verdict(ROW_CLAIMS["Mechanism"], ok,
+                   f"full FT trains 100 % of the weights, LoRA {100 * share:.1f} %, QLoRA's base is stored in 4 bits"
+                   if ok else
+                   f"full FT trains {100 * full['trainable'] / full['total']:.1f} %, LoRA {100 * share:.1f} %, "
+                   f"QLoRA has {human_bytes(qlora['packed_4bit'])} of 4-bit weights")
+    if not qlora["optim"].startswith("paged"):
+        text += (f"; but no paged optimizer here: all three used {qlora['optim']} "
+                 + ("(paged optimizers are a CUDA feature of bitsandbytes)" if cpu else "(the same optimizer for a fair comparison)"))
+    out["Mechanism"] = text
+
+    # VRAM: the ordering, the optimizer state, and QLoRA's "~1/4 of FP16" weights
+    order_ok = full["memory"] > lora["memory"] > qlora["memory"]
+    quarter = qlora["weights"] / (2 * qlora["total"])  # QLoRA weights vs the same model in 16-bit
+    big = f["estimate_7b"]["qlora"]["weights_gib"] / (2 * f["estimate_7b"]["qlora"]["params_b"] * 1e9 / 1024**3)
+    text = verdict(ROW_CLAIMS["VRAM Usage"], order_ok,
+                   "full > LoRA > QLoRA " if order_ok else "the order is not full > LoRA > QLoRA ")
+    text += (f"({human_bytes(full['memory'])} > {human_bytes(lora['memory'])} > {human_bytes(qlora['memory'])}); "
+             f"LoRA's optimizer state is {full['optimizer'] / max(lora['optimizer'], 1):.0f}x smaller. ")
+    change = qlora["memory"] / lora["memory"] - 1
+    trained = qlora.get("preparation", "lean")
+    lean = qlora.get("lean") or ({**qlora, "total": qlora["memory"]} if trained == "lean" else None)
+    standard = qlora.get("standard") or ({**qlora, "total": qlora["memory"]} if trained == "standard" else None)
+    if lean and standard:  # lean QLoRA against peft's standard preparation, measured on the same batch
+        extra = standard["total"] - lean["total"]
+        text += ((f"QLoRA here is lean (frozen non-4-bit weights in {f['precision']}); " if trained == "lean" else
+                  f"QLoRA here keeps its frozen non-4-bit weights in fp32 (under {f['precision']} a 16-bit residual "
+                  f"stream can overflow); lean it would need {human_bytes(lean['total'])}; ")
+                 + f"peft's standard prepare_model_for_kbit_training, which upcasts them to fp32, needs "
+                 f"{human_bytes(standard['total'])} on the same batch, {human_bytes(extra)} more (weights "
+                 f"+{human_bytes(standard['weights'] - lean['weights'])}, activations "
+                 f"+{human_bytes(standard['activations'] - lean['activations'])}: the residual stream becomes fp32)"
+                 + (f", {100 * (standard['total'] / lora['memory'] - 1):.0f} % more than LoRA. "
+                    if standard["total"] > lora["memory"] else ". "))
+    if change > -0.1 and qlora["activations"] > lora["activations"]:
+        est = f["estimate_7b"]
+        text += ((f"QLoRA needs {100 * change:.0f} % more than LoRA here" if change > 0 else
+                  f"QLoRA saves only {-100 * change:.0f} % over LoRA here")
+                 + f": its 4-bit weights save {human_bytes(lora['weights'] - qlora['weights'])}, but its activations are "
+                 f"{human_bytes(qlora['activations'] - lora['activations'])} larger. Activations scale with batch x "
+                 f"sequence, weights with the model: for a 7B model the estimate is LoRA {est['lora']['total_gib']:.0f} "
+                 f"GiB vs QLoRA {est['qlora']['total_gib']:.0f} GiB. ")
+    elif not order_ok:
+        bucket = max(("weights", "gradients", "optimizer", "activations"), key=lambda k: abs(lora[k] - qlora[k]))
+        text += f"The largest difference between LoRA and QLoRA is in {bucket}. "
+    if quarter < 0.35:
+        text += f"QLoRA's weights are {quarter:.2f} of 16-bit, about 1/4, as the theory says."
+    else:
+        text += (f"QLoRA's weights are {quarter:.2f} of 16-bit, not ~1/4: the embeddings, norms (and lm_head) are "
+                 f"not quantized, a large share of a small model; for a 7B model the estimate is {big:.2f}.")
+    out["VRAM Usage"] = text
+
+    # Training speed: full slowest, LoRA fast, QLoRA slightly slower than LoRA
+    speedup, slowdown = lora["tokens_per_s"] / full["tokens_per_s"], qlora["tokens_per_s"] / lora["tokens_per_s"]
+    text = verdict(ROW_CLAIMS["Training Speed"], speedup >= 1.2,
+                   f"LoRA is {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed" if speedup >= 1.2 else
+                   f"LoRA runs at {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed, not faster, "
+                   f"because the frozen weights still do the whole forward and the backward through every layer; "
+                   f"LoRA saves only the weight gradients (~1/3 of the FLOPs) and the optimizer update"
+                   + (" (FINDINGS §8: same on this CPU)" if cpu else ""))
+    if slowdown >= 1:
+        text += (f"; QLoRA is not slower than LoRA ({_x(qlora['tokens_per_s'], lora['tokens_per_s'])}): differs "
+                 f"here, the dequantization cost is hidden by the rest of the step at this size")
+    elif slowdown >= 0.75:
+        text += (f"; QLoRA is slightly slower than LoRA ({_x(qlora['tokens_per_s'], lora['tokens_per_s'])}), as the "
+                 f"theory says (dequantization)")
+    else:
+        text += (f"; QLoRA is slower than LoRA as the theory says (dequantization), but by "
+                 f"{_x(qlora['tokens_per_s'], lora['tokens_per_s'])}, more than 'slightly': "
+                 + ("on a CPU bitsandbytes dequantizes every 4-bit weight in plain code, without a fused GPU kernel"
+                    if cpu else "at this small size the dequantization is a large share of each step"))
+    out["Training Speed"] = text
+
+    # Storage: full checkpoint vs adapters
+    ratio = full["saved"] / max(lora["saved"], 1)
+    text = verdict(ROW_CLAIMS["Storage"], ratio >= 10,
+                   f"the LoRA adapter is {ratio:.0f}x smaller than the full checkpoint" if ratio >= 10 else
+                   f"the LoRA adapter is only {ratio:.1f}x smaller than the full checkpoint")
+    per_param = {m: f[m]["saved"] / max(f[m]["trainable"], 1) for m in ("lora", "qlora")}
+    if abs(qlora["saved"] - lora["saved"]) <= 0.1 * lora["saved"]:
+        text += "; QLoRA's adapter is the same size as LoRA's (same rank, same layers)"
+    else:
+        text += (f"; QLoRA's adapter is {_x(qlora['saved'], lora['saved'])} LoRA's: {per_param['qlora']:.1f} vs "
+                 f"{per_param['lora']:.1f} bytes per adapter parameter (the adapters' dtype differs, not their shape"
+                 + ("; TRL's SFTTrainer casts a QLoRA adapter to bf16, as the QLoRA paper does, and keeps LoRA's fp32)"
+                    if round(per_param["qlora"]) == 2 and round(per_param["lora"]) == 4 else ")"))
+    if full["saved"] > 3 * full["total"]:
+        text += "; the full checkpoint holds fp32 master weights (4 bytes per parameter)"
+    out["Storage"] = text
+
+    # Use case: did an adapter do the job here, and where would a 7B model fit?
+    # The theory's "consumer hardware (T4, L4, RTX 3090/4090)": small GPUs; the T4 and L4 are data-centre cards.
+    est, small_gpus = f["estimate_7b"], ("T4", "L4", "RTX")
+    fits = {m: est[m]["smallest_gpu"] or "no single GPU" for m in est}
+    text = (f"7B estimate (default recipe): full FT needs {fits['full']}, LoRA {fits['lora']}, QLoRA {fits['qlora']}; ")
+    qlora_small = (fits["qlora"] or "").startswith(small_gpus)
+    text += verdict(ROW_CLAIMS["Use Case"], qlora_small,
+                    "QLoRA brings a 7B model to one small GPU (the theory's 'consumer' T4/L4/RTX class; the T4 and L4 "
+                    "are data-centre cards)" if qlora_small else
+                    "even QLoRA does not fit one small GPU (T4/L4/RTX class)")
+    if max(full["em_after"], lora["em_after"], qlora["em_after"]) <= full["em_before"]:
+        text += (f". In these few steps no method raised exact match above {full['em_before']:.0%} yet, so the "
+                 f"score cannot tell the methods apart (the validation loss can)")
+    elif lora["em_after"] >= full["em_after"]:
+        text += (f". On this narrow task an adapter was enough: LoRA reached {lora['em_after']:.0%} exact match, "
+                 f"full FT {full['em_after']:.0%}")
+    else:
+        text += (f". Full FT scored higher here ({full['em_after']:.0%} vs LoRA {lora['em_after']:.0%}): a "
+                 f"drastic change of behaviour is where full FT pays")
+    if full["lr"] < lora["lr"] and full["em_after"] < lora["em_after"]:
+        text += f" (full FT at the theory's smaller learning rate, {full['lr']:g}, moves less in the same steps)"
+    gap = max(full["lr"], lora["lr"]) / min(full["lr"], lora["lr"])
+    if gap >= 10:
+        text += (f". The methods trained at rates {gap:.0f}x apart (full {full['lr']:g}, LoRA {lora['lr']:g}) for the "
+                 f"same few steps: the scores compare the rates as much as the methods")
+    best = f.get("full_best")
+    if best:
+        ratio = best["loss_after"] / lora["loss_after"]  # within 5 %: the same, at this size and noise
+        than = "about the same as" if abs(ratio - 1) <= 0.05 else "lower than" if ratio < 1 else "above"
+        text += (f". At its own best rate ({best['lr']:g}, chapter 2's sweep) full FT reaches validation loss "
+                 f"{best['loss_after']:.3f} and {best['em_after']:.0%} exact match in the same steps ({than} LoRA's "
+                 f"{lora['loss_after']:.3f} at {lora['lr']:g})"
+                 + ("; so full FT does not learn less, the text's small rate held it back" if ratio <= 1.05 else ""))
+    out["Use Case"] = text
+    return out
