@@ -16,13 +16,13 @@ NB_TIMEOUT ?= 900
 SITE_NB_TIMEOUT ?= 3600
 # Notebooks run NB_WORKERS at a time (pytest-xdist), each kernel on NB_THREADS cores: on 2 cores, two one-core kernels
 # ran all 20 in 633 s of wall clock, their times summing to 21 min (a fresh clone's make test, 2026-11-29).
-# NB_WORKERS=1 NB_THREADS=2 runs them one by one, as a learner does. Chapter 3 stays on one worker, in order
-# (notebooks/conftest.py says why).
+# NB_WORKERS=1 NB_THREADS=2 runs them one by one, as a learner does. Chapter 3 runs in order (see execute).
 NB_WORKERS ?= 2
 NB_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup course test unit notebooks notebooks-t4 lint lock clean-notebooks lab site site-html site-test gpu-check
+.PHONY: setup course test check browser unit notebooks notebooks-t4 lint lock clean-notebooks lab site site-html site-test \
+	gpu-check
 
 setup: $(VENV)/.installed
 
@@ -38,7 +38,15 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 course: setup
 	$(PY) -m ftkit compare
 
-test: setup lint unit notebooks notebooks-t4 site-html site-test
+# Everything CI runs. Its browser tests need headless Chromium: installed first where it can be, else it stops at once.
+test: browser setup lint unit notebooks notebooks-t4 site-html site-test
+
+# The edit-test loop: lint and the unit tests that train nothing long (under 2 minutes); make test stays the full gate.
+check: setup lint
+	FTKIT_PROFILE=ci $(PY) -m pytest tests -q -m "not slow" --ignore=tests/test_site.py -p no:cacheprovider
+
+browser:
+	@bash scripts/ensure_chromium.sh
 
 lint: setup
 	$(PY) -m ruff check ftkit tests scripts notebooks colab docs
@@ -48,11 +56,11 @@ unit: setup
 	FTKIT_PROFILE=ci $(PY) -m pytest tests -q --durations=10 --ignore=tests/test_site.py
 
 # Every notebook runs once, as a copy under $(EXECUTED) that keeps its outputs; the site is built from those copies.
+# Chapter 3's notebooks share their measured rows, so they run in order in a pytest of their own, beside the others
+# (scripts/execute_notebooks.sh).
 define execute
-	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) && cp -r notebooks colab $(wildcard results theory.md CLAIMS.md) $(EXECUTED)/
-	cd $(EXECUTED) && FTKIT_PROFILE=$(1) OMP_NUM_THREADS=$(NB_THREADS) MKL_NUM_THREADS=$(NB_THREADS) \
-		$(abspath $(PY)) -m pytest --nbmake -n $(NB_WORKERS) --nbmake-timeout=$(2) --overwrite \
-		--durations=0 -q -p no:cacheprovider --junitxml=junit.xml -o junit_family=xunit1 notebooks colab
+	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) && cp -r notebooks colab $(wildcard results theory.md) $(EXECUTED)/
+	PY=$(PY) bash scripts/execute_notebooks.sh $(EXECUTED) $(1) $(2) $(NB_WORKERS) $(NB_THREADS)
 	$(PY) docs/build_site.py record $(EXECUTED) --profile $(1) --workers $(NB_WORKERS) --threads $(NB_THREADS)
 endef
 
@@ -61,7 +69,7 @@ notebooks: setup
 
 # The T4 emulation lane: the notebooks a T4 broke before (QLoRA, devices, the model's shape) and the capstone, run as
 # a Colab T4 runs them but on the CPU (FTKIT_EMULATE=t4: fp16 autocast, a GradScaler that refuses what CUDA's refuses,
-# the 4-bit path, a 12-layer second model shape; see ftkit/emulation.py), at the ci profile's sizes. Copies under
+# the 4-bit path, a 12-layer second model shape; see ftkit/core/emulation.py), at the ci profile's sizes. Copies under
 # $(EXECUTED_T4); the site does not use them.
 EXECUTED_T4 := build/executed-t4
 T4_LANE := notebooks/01_methods/03_three_methods_side_by_side.ipynb notebooks/01_methods/04_adapters_switchable.ipynb \
@@ -69,7 +77,7 @@ T4_LANE := notebooks/01_methods/03_three_methods_side_by_side.ipynb notebooks/01
 	notebooks/02_hyperparameters/05_solutions.ipynb colab/capstone_qlora_t4.ipynb
 
 notebooks-t4: setup
-	rm -rf $(EXECUTED_T4) && mkdir -p $(EXECUTED_T4) && cp -r notebooks colab $(wildcard results theory.md CLAIMS.md) $(EXECUTED_T4)/
+	rm -rf $(EXECUTED_T4) && mkdir -p $(EXECUTED_T4) && cp -r notebooks colab $(wildcard results theory.md) $(EXECUTED_T4)/
 	cd $(EXECUTED_T4) && FTKIT_EMULATE=t4 FTKIT_PROFILE=ci OMP_NUM_THREADS=$(NB_THREADS) MKL_NUM_THREADS=$(NB_THREADS) \
 		$(abspath $(PY)) -m pytest --nbmake -n $(NB_WORKERS) --nbmake-timeout=$(NB_TIMEOUT) --overwrite --durations=0 -q \
 		-p no:cacheprovider $(T4_LANE)

@@ -76,3 +76,14 @@ def test_headers_say_when_notebooks_ran_side_by_side():
         "2 notebooks at a time on 1 core each).\n")
     alone = {**RUN, "workers": 1, "threads": 2, "seconds": {"notebooks/a.ipynb": 60.0}}
     assert "at a time" not in build_site.run_time_sentence([alone], "notebooks/a.ipynb")
+
+
+def test_record_reads_every_pytest_of_the_run(tmp_path):
+    def junit(name, notebook, seconds):
+        (tmp_path / name).write_text(f'<testsuites><testsuite><testcase file="{notebook}" time="{seconds}"/>'
+                                     '</testsuite></testsuites>')
+
+    junit("junit.xml", "notebooks/00_start_here.ipynb", 12.0)
+    junit("junit-chapter3.xml", "notebooks/03_overfitting/01_see_it.ipynb", 34.0)  # chapter 3's own pytest
+    run = build_site.record(tmp_path, "ci", workers=2, threads=1)
+    assert run["seconds"] == {"notebooks/00_start_here.ipynb": 12.0, "notebooks/03_overfitting/01_see_it.ipynb": 34.0}

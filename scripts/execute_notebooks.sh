@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Execute the notebooks under nbmake in FOLDER (copies: make notebooks / make site copy them there first), keeping
+# their outputs. Usage: PY=.venv/bin/python scripts/execute_notebooks.sh FOLDER PROFILE TIMEOUT_S WORKERS THREADS
+#
+# WORKERS notebooks run at a time, each kernel on THREADS cores. Chapter 3's notebooks share their measured rows
+# (3.5 reads what 3.1-3.4 trained), so they run in one pytest of their own, in order, beside the others (which get the
+# remaining WORKERS - 1); with WORKERS=1 everything runs one notebook at a time. Each pytest writes a junit file
+# (junit*.xml) with every notebook's seconds, which docs/build_site.py records.
+set -uo pipefail
+folder=$1 profile=$2 timeout=$3 workers=$4 threads=$5
+py=$(realpath "${PY:-.venv/bin/python}")
+cd "$folder" || exit 1
+export FTKIT_PROFILE=$profile OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+
+nbmake() {
+  "$py" -m pytest --nbmake --nbmake-timeout="$timeout" --overwrite --durations=0 -q -p no:cacheprovider \
+    -o junit_family=xunit1 "$@"
+}
+
+if [ "$workers" -gt 1 ]; then
+  nbmake --junitxml=junit-chapter3.xml notebooks/03_overfitting >chapter3.log 2>&1 &
+  chapter3=$!
+  nbmake -n $((workers - 1)) --junitxml=junit.xml --ignore=notebooks/03_overfitting notebooks colab
+  others=$?
+  wait $chapter3
+  chapter3_rc=$?
+  echo "--- chapter 3, run beside the others:"
+  cat chapter3.log
+else
+  nbmake --junitxml=junit.xml --ignore=notebooks/03_overfitting notebooks colab
+  others=$?
+  nbmake --junitxml=junit-chapter3.xml notebooks/03_overfitting
+  chapter3_rc=$?
+fi
+[ "$others" = 0 ] && [ "$chapter3_rc" = 0 ]
