@@ -13,8 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_verdict_wording_and_unknown_id():
-    assert ftkit.verdict("1.speed", True, "LoRA is faster") == "as the theory says: LoRA is faster"
-    assert ftkit.verdict("1.speed", False, "LoRA is not faster") == "differs here: LoRA is not faster"
+    assert str(ftkit.verdict("1.speed", True, "LoRA is faster")) == "as the theory says: LoRA is faster"
+    assert str(ftkit.verdict("1.speed", False, "LoRA is not faster")) == "differs here: LoRA is not faster"
+    unsure = ftkit.verdict("1.speed", None, "within the noise")
+    assert (unsure.claim, unsure.outcome, unsure.holds) == ("1.speed", "not settled at this size", False)
+    assert str(unsure) == "not settled at this size: within the noise"
     with pytest.raises(ValueError, match="Unknown claim id '1.no-such-claim': add a row for it to CLAIMS.md"):
         ftkit.verdict("1.no-such-claim", True, "anything")
 
@@ -31,7 +34,7 @@ def test_claims_md_has_chapter_one_in_the_course_words():
 
 
 def test_theory_md_is_the_course_text():
-    shared = Path("/work/shared/course/theory.md")
+    shared = ROOT.parent / "shared" / "course" / "theory.md"  # the course text, where the checkout has it beside it
     if shared.exists():
         assert (ROOT / "theory.md").read_text() == shared.read_text()
     assert (ROOT / "theory.md").read_text().startswith("# Theory: Fine-tuning LLMs")
@@ -47,7 +50,7 @@ def test_a_duplicate_id_is_refused():
 def test_every_claim_id_used_in_code_and_notebooks_has_a_row():
     used = set(ROW_CLAIMS.values())
     pattern = re.compile(r"""verdict\(\s*\\?["']([0-9][^"'\\]*)\\?["']""")
-    for path in [*ROOT.glob("ftkit/*.py"), *ROOT.glob("notebooks/**/*.ipynb"), *ROOT.glob("colab/*.ipynb")]:
+    for path in [*ROOT.glob("ftkit/**/*.py"), *ROOT.glob("notebooks/**/*.ipynb"), *ROOT.glob("colab/*.ipynb")]:
         used |= set(pattern.findall(path.read_text()))
     assert used, "no verdict found: the pattern above is broken"
     missing = used - set(claims.load_claims())

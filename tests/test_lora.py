@@ -36,10 +36,13 @@ def test_zero_B_leaves_the_model_unchanged_exactly():
     assert torch.equal(before, after)
 
 
-def test_parameter_count_matches_the_formula():
+def test_parameter_count_matches_the_formula_and_peft():
     layer = LoRALinear(nn.Linear(576, 1536), r=8, alpha=16)
     trainable = sum(p.numel() for p in layer.parameters() if p.requires_grad)
-    assert trainable == lora_param_count(576, 1536, 8) == 8 * (576 + 1536)
+    from peft import LoraConfig, get_peft_model  # an independent implementation counts the same
+
+    theirs = get_peft_model(nn.Sequential(nn.Linear(576, 1536)), LoraConfig(r=8, target_modules=["0"]))
+    assert trainable == lora_param_count(576, 1536, 8) == sum(p.numel() for p in theirs.parameters() if p.requires_grad)
 
 
 def test_merged_linear_equals_the_unmerged_layer():

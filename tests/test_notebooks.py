@@ -1,5 +1,6 @@
 """Notebook hygiene: clean in git, a badge for their own path, the generated install cell, no absolute paths."""
 
+import ast
 import json
 import re
 import shutil
@@ -105,19 +106,89 @@ def test_readme_badges_and_links_point_to_real_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(nb.ROOT)))
 def test_notebooks_use_only_public_names(path):
-    """Every ftkit.<name> a notebook's code uses is exported from ftkit (and so documented in its __all__); no notebook
-    imports from an ftkit module directly."""
+    """Every ftkit.<name> and ftkit.<chapter>.<name> a notebook's code uses is exported (ftkit's or the chapter's
+    __all__, so documented there), and really resolves; no notebook imports from an ftkit module directly."""
     import re
 
     import ftkit
 
     cells = json.loads(path.read_text())["cells"]
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    used = set(re.findall(r"(?<![\w.])ftkit\.([A-Za-z_]\w*)", code))
+    used = set(re.findall(r"(?<![\w.])ftkit\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)", code))
     used |= {name.strip() for names in re.findall(r"^\s*from ftkit import ([\w, ]+)", code, flags=re.M)
              for name in names.split(",")}
     assert used, "no ftkit name found: the pattern above is broken"
-    assert not used - set(ftkit.__all__), f"not exported from ftkit: {sorted(used - set(ftkit.__all__))}"
+    missing = []
+    for dotted in used:
+        head, _, tail = dotted.partition(".")
+        if head not in ftkit.__all__:
+            missing.append(dotted)
+        elif tail and isinstance(getattr(ftkit, head), type(ftkit)):  # a chapter (or ftkit.checks): its own __all__
+            names = getattr(getattr(ftkit, head), "__all__", None) or dir(getattr(ftkit, head))
+            if tail not in names:
+                missing.append(dotted)
+            else:
+                getattr(getattr(ftkit, head), tail)  # really resolves
+    assert not missing, f"not exported: {sorted(missing)}"
     assert not re.findall(r"^\s*from ftkit\.\w+ import", code, flags=re.M)
-    for name in used:
-        getattr(ftkit, name)  # each export really resolves
+
+
+def test_the_public_name_check_sees_past_the_first_attribute(tmp_path):
+    # ftkit.overfitting.<anything> passed the old check, which read only the first attribute
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["ftkit.overfitting.no_such_helper(1)"]}]}))
+    with pytest.raises(AssertionError, match="no_such_helper"):
+        test_notebooks_use_only_public_names(path)
+
+
+COPY_MARK = re.compile(r"^# The same code as (ftkit/\S+\.py)", re.M)
+
+
+def copy_differences(path) -> tuple[int, list[str]]:
+    """(definitions compared, those that differ) for every cell marked as a copy of an ftkit module: each class and
+    function the cell defines, and each constant the module also defines, must be that module's text exactly."""
+    compared, differ = 0, []
+    for cell in json.loads(path.read_text())["cells"]:
+        source = "".join(cell["source"])
+        mark = COPY_MARK.search(source) if cell["cell_type"] == "code" else None
+        if not mark:
+            continue
+        module_source = (nb.ROOT / mark.group(1)).read_text()
+        module_nodes = {}
+        for node in ast.parse(module_source).body:
+            for name in _defined_names(node):
+                module_nodes[name] = ast.get_source_segment(module_source, node)
+        for node in ast.parse(source).body:
+            for name in _defined_names(node):
+                if isinstance(node, ast.Assign) and name not in module_nodes:
+                    continue  # the cell's own use, e.g. levels = nf4_levels()
+                compared += 1
+                if ast.get_source_segment(source, node) != module_nodes.get(name):
+                    differ.append(f"{path.name}: {name} differs from {mark.group(1)}")
+    return compared, differ
+
+
+def _defined_names(node) -> list[str]:
+    if isinstance(node, ast.ClassDef | ast.FunctionDef):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        return [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return []
+
+
+def test_teaching_code_in_notebooks_is_the_tested_copy():
+    """LoRALinear (1.1) and the NF4 levels (1.2) are written out where the learner reads them, and unit-tested in
+    ftkit: the two stay the same text."""
+    compared, differ = 0, []
+    for path in NOTEBOOKS:
+        n, d = copy_differences(path)
+        compared, differ = compared + n, differ + d
+    assert compared == 3, "LoRALinear, NF4_OFFSET and nf4_levels should be compared"
+    assert differ == []
+
+
+def test_the_copy_check_catches_an_edited_copy(tmp_path):
+    path = next(p for p in NOTEBOOKS if p.name == "01_lora_from_scratch.ipynb")
+    edited = tmp_path / path.name
+    edited.write_text(path.read_text().replace("self.scaling = alpha / r", "self.scaling = alpha / r ** 0.5"))
+    assert copy_differences(edited) == (1, [f"{path.name}: LoRALinear differs from ftkit/chapters/methods/lora.py"])

@@ -87,21 +87,21 @@ def test_find_leaks_flags_memorised_values_only():
 
 
 def test_each_verdict_flips_with_made_up_numbers():
-    assert overfit.overfitting_verdict(0.1, 0.13, 0.001, 1.0, 0.2)[0]
-    assert not overfit.overfitting_verdict(0.1, 0.102, 0.001, 1.0, 0.2)[0]  # no rise
-    assert not overfit.overfitting_verdict(0.1, 0.13, 0.001, 0.2, 0.2)[0]  # no better on training sentences
-    assert overfit.early_stopping_verdict(12, 24, 0.0810, 0.0810, 0.12, 10, 20)[0]
-    assert not overfit.early_stopping_verdict(24, 24, 0.0810, 0.0810, 0.12, 20, 20)[0]  # never stopped
-    holds, detail = overfit.early_stopping_verdict(12, 24, 0.11, 0.081, 0.12, 10, 20)
-    assert not holds and "NOT the best" in detail
+    assert overfit.overfitting_verdict(0.1, 0.13, 0.001, 1.0, 0.2).holds
+    assert not overfit.overfitting_verdict(0.1, 0.102, 0.001, 1.0, 0.2).holds  # no rise
+    assert not overfit.overfitting_verdict(0.1, 0.13, 0.001, 0.2, 0.2).holds  # no better on training sentences
+    assert overfit.early_stopping_verdict(12, 24, 0.0810, 0.0810, 0.12, 10, 20).holds
+    assert not overfit.early_stopping_verdict(24, 24, 0.0810, 0.0810, 0.12, 20, 20).holds  # never stopped
+    v = overfit.early_stopping_verdict(12, 24, 0.11, 0.081, 0.12, 10, 20)
+    assert not v.holds and "NOT the best" in v.detail
     assert "10 s against 20 s" in overfit.time_saved(12, 24, 10, 20)
     assert "checkpoint at every evaluation" in overfit.time_saved(9, 10, 63, 34)  # slower: said, not hidden
-    assert overfit.penalty_verdict(1.5 + 224, 1.5, 224)[0]
-    holds, detail = overfit.penalty_verdict(1.5, 1.5, 224)
-    assert not holds and "decoupled" in detail
-    assert ftkit.verdict("3.overfitting", True, "x").startswith("as the theory says")
+    assert overfit.penalty_verdict(1.5 + 224, 1.5, 224).holds
+    v = overfit.penalty_verdict(1.5, 1.5, 224)
+    assert not v.holds and "decoupled" in v.detail
+    assert str(ftkit.verdict("3.overfitting", True, "x")).startswith("as the theory says")
     for claim in {r.claim for r in overfit.REMEDIES.values() if r.claim} | {"3.weight-decay-penalty"}:
-        assert ftkit.verdict(claim, False, "x").startswith("differs here")  # every remedy's claim has a CLAIMS.md row
+        assert str(ftkit.verdict(claim, False, "x")).startswith("differs here")  # every remedy's claim has a CLAIMS.md row
 
 
 def fake_row(name, seed, curve, em=0.25, restored=None):
@@ -128,17 +128,17 @@ def test_scoreboard_ranks_by_the_kept_models_validation_loss():
     rows["4x records"] = [fake_row("4x records", 0, [0.5, 0.05, 0.06, 0.06])]
     assert "lower than the baseline ever did" in overfit.why("4x records", rows)
     assert "memorises less" in overfit.why("4x records", rows)
-    assert not overfit.remedy_verdict("lower LR", rows)[0]  # higher than the baseline
-    holds, detail = overfit.remedy_verdict("4x records", rows)
-    assert holds and "-80%" in detail and "memorises less" in detail
-    holds, detail = overfit.remedy_verdict("weight decay", rows)  # 33 % lower, but decay shrank weights by 0.04 %
-    assert not holds and "not because of the decay" in detail and "noise" in detail
+    assert not overfit.remedy_verdict("lower LR", rows).holds  # higher than the baseline
+    v = overfit.remedy_verdict("4x records", rows)
+    assert v.holds and "-80%" in v.detail and "memorises less" in v.detail
+    v = overfit.remedy_verdict("weight decay", rows)  # 33 % lower, but decay shrank weights by 0.04 %
+    assert not v.holds and "not because of the decay" in v.detail and "noise" in v.detail
     rows["lower rank"] = [fake_row("lower rank", 0, [0.5, 0.1, 0.15, 0.2]), fake_row("lower rank", 1, [0.5, 0.1, 0.3, 0.5])]
-    holds, detail = overfit.remedy_verdict("lower rank", rows)  # 0.35 against 0.3: worse
-    assert not holds and "does not help here" in detail
+    v = overfit.remedy_verdict("lower rank", rows)  # 0.35 against 0.3: worse
+    assert not v.holds and "does not help here" in v.detail
     rows["lower rank"][1] = fake_row("lower rank", 1, [0.5, 0.1, 0.3, 0.3])  # mean 0.25, 17 % lower, spread 0.1
-    holds, detail = overfit.remedy_verdict("lower rank", rows)
-    assert not holds and "within the spread between seeds" in detail
+    v = overfit.remedy_verdict("lower rank", rows)
+    assert not v.holds and "within the spread between seeds" in v.detail
     rows["lower rank"] = [fake_row("lower rank", 0, [0.5, 0.05, 0.1]), fake_row("lower rank", 1, [0.5, 0.12, 0.2])]
     assert "within the seeds' spread (0.070)" in overfit.why("lower rank", rows)  # best 0.085 vs 0.1: 15 %, but noise
     for name in ("weight decay", "4x records", "lower rank"):

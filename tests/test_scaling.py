@@ -60,14 +60,14 @@ def test_estimator_predicts_the_per_process_bytes(runs):
 
 
 def test_sixteen_bytes_per_parameter(runs):
-    holds, detail = S.sixteen_bytes_holds(runs[0])
-    assert holds, detail
+    v = S.sixteen_bytes_verdict(runs[0])
+    assert v.holds, v.detail
 
 
 def test_loss_curve_matches_single_process(runs):
     single, sharded = runs
-    holds, detail = S.loss_match_holds(single, sharded)
-    assert holds, detail
+    v = S.loss_match_verdict(single, sharded)
+    assert v.holds, v.detail
     assert single["losses"][-1] < single["losses"][0] - 0.01  # it trained (a broken loop would not move)
     ranks = [row["losses"] for row in sharded["per_process_bytes"]]
     # each process saw its own half of the batch: its loss is not the global one, their mean is
@@ -79,8 +79,8 @@ def test_loss_curve_matches_single_process(runs):
 def test_gathered_checkpoint_loads_and_equals_single_process(runs):
     single, sharded = runs
     diff = S.max_weight_diff(sharded["checkpoint"], single["checkpoint"])
-    holds, detail = S.checkpoint_holds(diff)
-    assert holds, detail
+    v = S.checkpoint_verdict(diff)
+    assert v.holds, v.detail
     trained = S.max_weight_diff(sharded["checkpoint"], model_path("tiny-random"))
     assert trained > 1e-4  # it holds the trained weights, not the initial ones
     cfg = json.loads(Path(sharded["checkpoint"], "config.json").read_text())
@@ -96,11 +96,11 @@ def test_verdicts_flip_with_made_up_numbers():
     single = run(1, 400, [2.0, 1.5])
     assert S.sharding_holds(single, run(2, 200, [2.0, 1.5]))[0]
     assert not S.sharding_holds(single, run(2, 400, [2.0, 1.5]))[0]  # two whole copies: plain data parallel
-    assert S.loss_match_holds(single, run(2, 200, [2.0, 1.5 + 5e-5]))[0]
-    assert not S.loss_match_holds(single, run(2, 200, [2.0, 1.52]))[0]
-    assert S.checkpoint_holds(1e-7)[0] and not S.checkpoint_holds(1e-2)[0]
-    assert S.sixteen_bytes_holds(single)[0]
-    assert not S.sixteen_bytes_holds(run(1, 200, [2.0]))[0]  # 8 bytes per parameter: bf16 everything
+    assert S.loss_match_verdict(single, run(2, 200, [2.0, 1.5 + 5e-5])).holds
+    assert not S.loss_match_verdict(single, run(2, 200, [2.0, 1.52])).holds
+    assert S.checkpoint_verdict(1e-7).holds and not S.checkpoint_verdict(1e-2).holds
+    assert S.sixteen_bytes_verdict(single).holds
+    assert not S.sixteen_bytes_verdict(run(1, 200, [2.0])).holds  # 8 bytes per parameter: bf16 everything
     with pytest.raises(ValueError, match="steps"):
         S.loss_gap(single, run(2, 200, [2.0]))
 
@@ -161,3 +161,18 @@ def test_fsdp_configs_wrap_each_decoder_layer_of_any_model(monkeypatch, config_f
     model = AutoModelForCausalLM.from_config(config)
     policy = fsdp2_prepare_auto_wrap_policy(FullyShardedDataParallelPlugin(), model)
     assert sorted({type(m).__name__ for m in model.modules() if policy(m)}) == [layer_class]
+
+
+def test_sharding_and_cluster_verdicts_flip():
+    single = {"n_processes": 1, "per_process_bytes": [{"rank": 0, "weights": 400, "grads": 400, "optimizer": 800}]}
+    halves = {"n_processes": 2, "per_process_bytes": [{"rank": r, "weights": 200, "grads": 200, "optimizer": 400}
+                                                      for r in (0, 1)]}
+    assert S.sharding_verdict(single, halves).holds
+    halves["per_process_bytes"][1]["optimizer"] = 800  # one bucket not sharded: the verdict must see it
+    assert not S.sharding_verdict(single, halves).holds
+    models = {"1B": "meta-llama/Llama-3.2-1B", "7B": "meta-llama/Llama-2-7b-hf", "70B": "meta-llama/Llama-2-70b-hf"}
+    rows = S.sharding_table(models, stages=("zero3",))
+    qlora_7b = ftkit.estimate_memory(models["7B"], "qlora", seq_len=512, batch_size=1, gradient_checkpointing=True)
+    v = S.cluster_verdict(rows, qlora_7b, ftkit.GPUS["H100 80 GB"] - 1)
+    assert v.holds and "more than one 8-GPU node" in v.detail
+    assert not S.cluster_verdict(rows, qlora_7b, 1000.0, gpu="1 TB").holds  # 1 TB cards: 70B fits a node

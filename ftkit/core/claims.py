@@ -1,6 +1,6 @@
-"""The claims the course tests, read from CLAIMS.md, and the one way a verdict on one of them is written.
+"""The claims the course tests (CLAIMS.md, shipped with the package) and the one verdict type every chapter returns.
 
-Used by ftkit.compare's verdicts and every chapter notebook: `print(ftkit.verdict("1.speed", holds, detail))`.
+Used by every chapter's verdicts.py and the notebooks: `print(ftkit.verdict("1.speed", holds, detail))`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ from functools import cache
 from pathlib import Path
 
 CLAIMS_FILE = Path(__file__).resolve().parents[1] / "CLAIMS.md"  # shipped with the package (ftkit/CLAIMS.md)
-AGREES, DIFFERS = "as the theory says", "differs here"
+# The outcomes of a verdict: the measurement agrees with the course text, or it differs, or it cannot decide at this
+# size (the difference is within the run's noise, or the experiment is too small).
+AGREES, DIFFERS, NOT_SETTLED = "as the theory says", "differs here", "not settled at this size"
+OUTCOMES = (AGREES, DIFFERS, NOT_SETTLED)
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,32 @@ class Claim:
     text: str  # the course's words
     notebook: str  # the notebook that tests it
     decided_by: str  # what decides the verdict
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A claim of CLAIMS.md decided by a measurement: its id, the outcome (one of OUTCOMES) and the numbers that decided
+    it, in words. Printed as "<outcome>: <detail>"."""
+
+    claim: str
+    outcome: str
+    detail: str
+
+    def __post_init__(self):
+        claims = load_claims()
+        if self.claim not in claims:
+            raise ValueError(f"Unknown claim id {self.claim!r}: add a row for it to CLAIMS.md ({CLAIMS_FILE}). Known "
+                             f"ids: {', '.join(claims)}")
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"A verdict's outcome is one of {OUTCOMES}, not {self.outcome!r}")
+
+    @property
+    def holds(self) -> bool:
+        """True when the measurement agrees with the claim."""
+        return self.outcome == AGREES
+
+    def __str__(self) -> str:
+        return f"{self.outcome}: {self.detail}"
 
 
 def parse_claims(markdown: str) -> dict[str, Claim]:
@@ -48,12 +77,7 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-def verdict(claim_id: str, holds: bool, detail: str) -> str:
-    """"as the theory says: <detail>" when the measurement agrees with the claim, else "differs here: <detail>".
-
-    Raises ValueError for a claim id that has no row in CLAIMS.md (add the row first)."""
-    claims = load_claims()
-    if claim_id not in claims:
-        raise ValueError(f"Unknown claim id {claim_id!r}: add a row for it to CLAIMS.md ({CLAIMS_FILE}). Known ids: "
-                         f"{', '.join(claims)}")
-    return f"{AGREES if holds else DIFFERS}: {detail}"
+def verdict(claim_id: str, holds: bool | None, detail: str) -> Verdict:
+    """The verdict on one claim: AGREES when `holds`, DIFFERS when not, NOT_SETTLED when None (the measurement cannot
+    decide). Raises ValueError for a claim id that has no row in CLAIMS.md (add the row first)."""
+    return Verdict(claim_id, NOT_SETTLED if holds is None else AGREES if holds else DIFFERS, detail)

@@ -30,6 +30,7 @@ class Profile:
     eval_every: int  # steps between validation-loss evaluations
     sweep_points: int  # how many values a hyperparameter sweep tries
     gen_batch_size: int  # prompts generated at once when scoring
+    note: str = ""  # what a learner should know about results at these sizes ("" when nothing)
     emulating: str = ""  # "t4": a T4's code paths emulated on the CPU (ftkit.emulation, FTKIT_EMULATE=t4)
 
     def as_dict(self) -> dict:
@@ -52,6 +53,7 @@ PROFILES = {
         eval_every=4,
         sweep_points=2,
         gen_batch_size=16,
+        note="- (ci profile: a dozen steps only; with FTKIT_PROFILE=cpu the same cell shows a much larger gain.)",
     ),
     "cpu": Profile(
         name="cpu",

@@ -5,6 +5,8 @@ Used in colab/capstone_qlora_t4.ipynb and scripts/t4_emulation.py: `hp = ftkit.c
 
 from __future__ import annotations
 
+from ftkit.core.runtime import mount_drive  # the capstone keeps its checkpoints on Google Drive
+
 from .colab import (
     T4_GIB,
     LiveLoss,
@@ -19,6 +21,9 @@ from .colab import (
     reload_adapter,
 )
 from .sizes import FAST_MODEL, capstone_recipe
-from ftkit.core.runtime import mount_drive  # the capstone's checkpoints live on Drive
 
-__all__ = ["FAST_MODEL", "LiveLoss", "T4_GIB", "capstone_recipe", "checkpoint_dir", "estimate_peak_bytes", "max_logit_diff", "memory_budget", "merge_adapter", "mount_drive", "plan_memory", "prompt_logits", "push_to_hub", "reload_adapter"]
+__all__ = [
+    "capstone_recipe", "checkpoint_dir", "estimate_peak_bytes", "FAST_MODEL", "LiveLoss", "max_logit_diff",
+    "memory_budget", "merge_adapter", "mount_drive", "plan_memory", "prompt_logits", "push_to_hub", "reload_adapter",
+    "T4_GIB"
+]

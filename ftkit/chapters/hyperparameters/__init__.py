@@ -4,8 +4,9 @@ Used in notebooks/02_hyperparameters: `s = ftkit.hyperparameters.sweep("learning
 
 from __future__ import annotations
 
-from .explorer import explore, has_widget_frontend
+from .explorer import explore, explore_run, has_widget_frontend
 from .measure import accumulation_check, answer_batch, baseline_loss, flat_trainable, gradient_noise
+from .sizes import SIZES, Sizes, sizes, with_validation_rows
 from .sweeps import SweepResult, rise_share, sweep, sweep_hyperparameters
 from .verdicts import (
     alpha_verdicts,
@@ -17,4 +18,9 @@ from .verdicts import (
     warmup_verdicts,
 )
 
-__all__ = ["SweepResult", "accumulation_check", "alpha_verdicts", "answer_batch", "baseline_loss", "batch_verdicts", "diagnose_rates", "epoch_verdicts", "explore", "flat_trainable", "gradient_noise", "has_widget_frontend", "lr_verdicts", "rank_verdicts", "rise_share", "sweep", "sweep_hyperparameters", "warmup_verdicts"]
+__all__ = [
+    "SIZES", "Sizes", "sizes", "with_validation_rows",
+    "accumulation_check", "alpha_verdicts", "answer_batch", "baseline_loss", "batch_verdicts", "diagnose_rates",
+    "epoch_verdicts", "explore", "explore_run", "flat_trainable", "gradient_noise", "has_widget_frontend",
+    "lr_verdicts", "rank_verdicts", "rise_share", "sweep", "sweep_hyperparameters", "SweepResult", "warmup_verdicts"
+]

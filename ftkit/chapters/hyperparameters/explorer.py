@@ -9,6 +9,7 @@ import sys
 
 import matplotlib.pyplot as plt
 
+from ftkit.chapters.hyperparameters.sizes import sizes
 from ftkit.core.data import profile_dataset
 from ftkit.core.plots import plot_losses, plot_lr
 from ftkit.core.profiles import Profile, get_profile
@@ -20,7 +21,7 @@ def explore_run(method: str = "lora", *, profile: Profile | None = None, data=No
     """One short training with the six hyperparameters set by name (the rest at the method's defaults)."""
 
     profile = profile or get_profile()
-    steps = max_steps or max(4, profile.max_steps // 3)
+    steps = max_steps or sizes(profile).explore_steps
     return run_experiment(method, profile=profile, data=data, save=False, keep_model=False, score_splits=(),
                           eval_every=max(1, steps // 2), progress=False, max_steps=steps, **values)
 

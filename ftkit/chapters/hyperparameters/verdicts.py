@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from ftkit.chapters.hyperparameters.sweeps import rise_share
-from ftkit.core.claims import verdict
+from ftkit.core.claims import Verdict, verdict
 from ftkit.core.memory import human_bytes
 
 TOO_LOW_FRACTION = 0.25  # a rate is "too low" when its loss moved less than this share of what the best rate moved
@@ -15,6 +15,11 @@ RISE_SHARE = 0.5  # ... "too high" when the loss rose on more than this share of
 SWING = 0.5  # ... and swung above its first value by more than this fraction (batch-to-batch noise does not)
 ABOVE_START = 1.05  # ... or ended above the untrained model's validation loss by more than 5 % (noise and bf16)
 NEAR_BEST = 1.5  # rates whose final loss is within 1.5x of the best one are not told apart: both reached the floor
+VANISHED = 0.2  # 2.lr-local-minima: a gradient norm ending under 20 % of its start is stuck in a minimum
+HALVED = 0.5  # 2.batch-stable: the largest batch's gradient noise under half the smallest's
+NO_WORSE = 0.01  # 2.rank-capacity: the largest rank's validation loss no more than 0.01 above the smallest's
+FLAT = 0.01  # 2.epochs-fit: a validation loss within 0.01 of its minimum is flat, not rising
+TYPICAL_EPOCHS = (1, 3)  # 2.epochs-typical: the theory's "1-3 epochs" for SFT
 
 
 def oscillates(curve: list[float]) -> bool:
@@ -43,7 +48,7 @@ def diagnose_rates(start: float, finals: dict, train_losses: dict) -> dict:
     return dict(sorted(why.items()))
 
 
-def lr_verdicts(start: dict, finals: dict, train_losses: dict, grad_norms: dict) -> dict[str, str]:
+def lr_verdicts(start: dict, finals: dict, train_losses: dict, grad_norms: dict) -> dict[str, Verdict]:
     """The four learning-rate verdicts. Each argument is {method: ...}: start loss, {rate: final validation loss},
     {rate: training losses}, {rate: grad norms}."""
     diag = {m: diagnose_rates(start[m], finals[m], train_losses[m]) for m in finals}
@@ -66,7 +71,7 @@ def lr_verdicts(start: dict, finals: dict, train_losses: dict, grad_norms: dict)
         for r in low[m][:1]:  # the lowest too-low rate of each method: the clearest case
             g = grad_norms[m][r]
             curve = train_losses[m][r]
-            stuck[m, r] = (g[-1] < 0.2 * g[0], g[-1] / g[0], curve[0] - curve[-1])
+            stuck[m, r] = (g[-1] < VANISHED * g[0], g[-1] / g[0], curve[0] - curve[-1])
     if stuck:
         holds = any(s[0] for s in stuck.values())
         detail = "; ".join(f"{m} at {r:g}: grad norm at the end {s[1]:.0%} of its start, loss fell {s[2]:.3f}"
@@ -107,13 +112,13 @@ def _high_sign(start: float, final: float, curve: list[float]) -> str:
     return f"loss rose on {rise_share(curve):.0%} of steps, up to {max(curve):.3g}"
 
 
-def batch_verdicts(noise: dict, memory: dict, accumulation: dict) -> dict[str, str]:
+def batch_verdicts(noise: dict, memory: dict, accumulation: dict) -> dict[str, Verdict]:
     """noise {b: relative gradient variance}; memory {b: bytes of one step}; accumulation {"loss_diff", "weight_diff",
     "tolerance", "memory_small", "memory_big"}: relative differences of batch 8 vs 4 x 2 and their memories."""
     sizes = sorted(noise)
     slope = (math.log(noise[sizes[-1]]) - math.log(noise[sizes[0]])) / (math.log(sizes[-1]) - math.log(sizes[0]))
     out = {"2.batch-stable": verdict(
-        "2.batch-stable", noise[sizes[-1]] < 0.5 * noise[sizes[0]],
+        "2.batch-stable", noise[sizes[-1]] < HALVED * noise[sizes[0]],
         f"gradient noise {noise[sizes[0]]:.3g} at batch {sizes[0]} -> {noise[sizes[-1]]:.3g} at batch {sizes[-1]}: "
         f"it falls as b^{slope:.2f} (independent examples give b^-1)")}
     bs = sorted(memory)
@@ -136,7 +141,7 @@ def _mb(n: float) -> str:
     return human_bytes(n)
 
 
-def rank_verdicts(params: dict, formula: dict, memory: dict, val_loss: dict, targets: dict) -> dict[str, str]:
+def rank_verdicts(params: dict, formula: dict, memory: dict, val_loss: dict, targets: dict) -> dict[str, Verdict]:
     """params/formula/memory/val_loss: {r: number}; targets: {"all-linear": val loss, "attention": val loss}."""
     rs = sorted(params)
     exact = all(params[r] == formula[r] for r in rs)
@@ -151,7 +156,7 @@ def rank_verdicts(params: dict, formula: dict, memory: dict, val_loss: dict, tar
         f"{(memory[ms[-1]] - memory[ms[0]]) / memory[ms[0]]:+.1%} (the frozen base dominates)")
     vs = sorted(val_loss)
     out["2.rank-capacity"] = verdict(
-        "2.rank-capacity", val_loss[vs[-1]] <= val_loss[vs[0]] + 0.01,
+        "2.rank-capacity", val_loss[vs[-1]] <= val_loss[vs[0]] + NO_WORSE,
         ", ".join(f"r={r}: {val_loss[r]:.3f}" for r in vs) + " validation loss after the same steps (overfitting "
         "needs longer runs on less data: chapter 3)")
     out["2.rank-all-linear"] = verdict(
@@ -161,7 +166,7 @@ def rank_verdicts(params: dict, formula: dict, memory: dict, val_loss: dict, tar
     return out
 
 
-def alpha_verdicts(val_loss: dict) -> dict[str, str]:
+def alpha_verdicts(val_loss: dict) -> dict[str, Verdict]:
     """val_loss: {scheme: {r: final validation loss}} with schemes "alpha=2r", "fixed alpha" and "rslora"."""
     spread = {s: max(v.values()) - min(v.values()) for s, v in val_loss.items()}
     fixed = val_loss["fixed alpha"]
@@ -181,7 +186,7 @@ def alpha_verdicts(val_loss: dict) -> dict[str, str]:
     return out
 
 
-def epoch_verdicts(val_by_epoch: dict) -> dict[str, str]:
+def epoch_verdicts(val_by_epoch: dict) -> dict[str, Verdict]:
     """val_by_epoch: {epoch: validation loss}."""
     es = sorted(val_by_epoch)
     best = min(es, key=val_by_epoch.get)
@@ -190,18 +195,19 @@ def epoch_verdicts(val_by_epoch: dict) -> dict[str, str]:
               f"{es[-1]:g}")
     if best == es[-1]:
         detail += " — still falling at the last epoch: every epoch here is on the underfitting side"
-    elif rise <= 0.01:
-        detail += (" — flat after its minimum, not rising (within 0.01): the model reached the task's floor and more "
+    elif rise <= FLAT:
+        detail += (f" — flat after its minimum, not rising (within {FLAT}): the model reached the task's floor and more "
                    "epochs of the same examples left it there; overfitting shows with fewer records (chapter 3)")
-    out = {"2.epochs-fit": verdict("2.epochs-fit", es[0] < best < es[-1] and rise > 0.01, detail)}
+    out = {"2.epochs-fit": verdict("2.epochs-fit", es[0] < best < es[-1] and rise > FLAT, detail)}
     out["2.epochs-typical"] = verdict(
-        "2.epochs-typical", 1 <= best <= 3,
-        f"the best epoch here is {best:g}" + ("" if best <= 3 else " on a small training set") + "; the text's 1-3 "
+        "2.epochs-typical", TYPICAL_EPOCHS[0] <= best <= TYPICAL_EPOCHS[1],
+        f"the best epoch here is {best:g}" + ("" if best <= TYPICAL_EPOCHS[1] else " on a small training set")
+        + "; the text's 1-3 "
         "is for datasets of thousands of examples, where one epoch is already many steps")
     return out
 
 
-def warmup_verdicts(early_loss: dict, early_grad: dict) -> dict[str, str]:
+def warmup_verdicts(early_loss: dict, early_grad: dict) -> dict[str, Verdict]:
     """early_loss / early_grad: {"warmup": max over the first steps, "none": same without warmup}."""
     calmer = early_loss["warmup"] < early_loss["none"] and early_grad["warmup"] <= early_grad["none"]
     return {"2.warmup": verdict(

@@ -18,6 +18,14 @@ from .quant import (
     reconstruction_error,
     uniform_levels,
 )
-from .verdicts import table_verdicts
+from .sizes import SIZES, Sizes, sizes
+from .verdicts import SUMMARY_MODELS, SUMMARY_RECIPES, summary_fits, summary_verdicts, table_verdicts
 
-__all__ = ["Comparison", "LoRALinear", "absmax_dequantize", "absmax_quantize", "add_lora", "bnb_nf4_roundtrip", "compare_methods", "compare_with_bnb", "comparison_table", "copy_to_peft", "double_quant_bits", "facts", "lora_param_count", "nf4_dequantize", "nf4_levels", "nf4_quantize", "plot_comparison", "reconstruction_error", "table_verdicts", "theory_table", "time_forward", "uniform_levels"]
+__all__ = [
+    "SIZES", "Sizes", "sizes",
+    "absmax_dequantize", "absmax_quantize", "add_lora", "bnb_nf4_roundtrip", "compare_methods", "compare_with_bnb",
+    "Comparison", "comparison_table", "copy_to_peft", "double_quant_bits", "facts", "lora_param_count", "LoRALinear",
+    "nf4_dequantize", "nf4_levels", "nf4_quantize", "plot_comparison", "reconstruction_error", "summary_fits",
+    "SUMMARY_MODELS", "SUMMARY_RECIPES", "summary_verdicts", "table_verdicts", "theory_table", "time_forward",
+    "uniform_levels"
+]

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ftkit.chapters.methods.sizes import sizes
 from ftkit.chapters.methods.verdicts import USE_CASE_MODEL, _count, table_verdicts
 from ftkit.core.data import course_batch, profile_dataset
 from ftkit.core.estimate import fit_table
@@ -25,7 +26,6 @@ from ftkit.core.models import default_upcast, free_memory, load_model
 from ftkit.core.profiles import Profile, get_profile
 from ftkit.core.train import Result, eval_loss, evaluate_task, load_for_training, run_experiment
 
-CPU_STEPS = 12  # `python -m ftkit compare` on a CPU: 3 methods x 12 steps + scoring; 20 took ~10 min on 2 busy cores
 THEORY_ROWS = ("Mechanism", "VRAM Usage", "Training Speed", "Storage", "Use Case")
 
 
@@ -50,8 +50,8 @@ class Comparison:
 
 
 def default_steps(profile: Profile) -> int:
-    """Steps per method for `python -m ftkit compare`: the profile's, but at most CPU_STEPS on a CPU."""
-    return min(profile.max_steps, CPU_STEPS) if profile.device == "cpu" else profile.max_steps
+    """Steps per method for `python -m ftkit compare` (make course): chapter 1's sizes."""
+    return sizes(profile).cli_steps
 
 
 def compare_methods(profile: Profile | None = None, *, model: str | None = None, steps: int | None = None,

@@ -1,6 +1,7 @@
 """LoRA from scratch: a frozen linear layer plus a trainable low-rank update, checked against peft.
 
-Used in notebooks/01_methods/01_lora_from_scratch.ipynb.
+Used in notebooks/01_methods/01_lora_from_scratch.ipynb, which writes out LoRALinear (the same text as here:
+tests/test_notebooks.py checks it) and trains its own copy, so that a learner can edit it there.
 
 A linear layer computes y = W x + b with W of shape (d_out, d_in). LoRA freezes W and learns the update as
 a product of two thin matrices, B (d_out x r) and A (r x d_in), with r much smaller than d_in and d_out:
@@ -23,8 +24,7 @@ from ftkit.core.configs import LINEAR_NAMES
 
 
 class LoRALinear(nn.Module):
-    """A frozen nn.Linear plus the low-rank update (alpha / r) * B A.
-    Used in notebooks/01_methods/01_lora_from_scratch.ipynb."""
+    """A frozen nn.Linear plus the low-rank update (alpha / r) * B A."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
         super().__init__()
@@ -70,10 +70,11 @@ def lora_param_count(d_in: int, d_out: int, r: int) -> int:
     return r * (d_in + d_out)
 
 
-def add_lora(model: nn.Module, r: int, alpha: float, target_modules=LINEAR_NAMES, dropout: float = 0.0
-             ) -> nn.Module:
+def add_lora(model: nn.Module, r: int, alpha: float, target_modules=LINEAR_NAMES, dropout: float = 0.0,
+             wrapper: type[nn.Module] = LoRALinear) -> nn.Module:
     """Freeze every parameter, then wrap each targeted nn.Linear in a LoRALinear (in place; returns model).
-    Used in notebooks/01_methods/01_lora_from_scratch.ipynb."""
+    wrapper: the class that wraps, called as wrapper(linear, r, alpha, dropout); notebook 1.1 passes the copy of
+    LoRALinear it writes out, so that a learner's edit of it is what trains. Used in that notebook."""
     model.requires_grad_(False)
     targets = [name for name, module in model.named_modules()
                if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in target_modules]
@@ -82,7 +83,7 @@ def add_lora(model: nn.Module, r: int, alpha: float, target_modules=LINEAR_NAMES
     for name in targets:  # replace after the walk: changing modules while iterating over them is unsafe
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout))
+        setattr(parent, child, wrapper(getattr(parent, child), r, alpha, dropout))
     return model
 
 
@@ -97,7 +98,7 @@ def copy_to_peft(ours: nn.Module, peft_model: nn.Module, adapter: str = "default
         # peft wraps the model twice: PeftModel.base_model (LoraModel) .model (ours); strip that prefix.
         our_name = name.removeprefix("base_model.model.").removeprefix("base_model.model")
         layer = ours.get_submodule(our_name)
-        if not isinstance(layer, LoRALinear):
+        if not (hasattr(layer, "A") and hasattr(layer, "B")):  # ours, or the notebook's copy of it
             raise ValueError(f"{our_name or 'the layer'} has no LoRALinear to copy from")
         if module.scaling[adapter] != layer.scaling:
             raise ValueError(f"{our_name}: peft scales by {module.scaling[adapter]}, ours by {layer.scaling}")

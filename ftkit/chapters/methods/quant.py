@@ -1,6 +1,7 @@
 """Blockwise 4-bit quantization from scratch: absmax int4 and QLoRA's NF4, checked against bitsandbytes.
 
-Used in notebooks/01_methods/02_quantization_nf4.ipynb.
+Used in notebooks/01_methods/02_quantization_nf4.ipynb, which writes out NF4_OFFSET and nf4_levels (the same text as
+here: tests/test_notebooks.py checks it).
 
 Both schemes cut the flattened weight into blocks of `blocksize` values and store, per block, one fp32 scale
 (the block's absmax) plus one 4-bit code per value:
@@ -61,8 +62,7 @@ def absmax_dequantize(codes: torch.Tensor, absmax: torch.Tensor, bits: int = 4, 
 
 
 def nf4_levels(offset: float = NF4_OFFSET) -> torch.Tensor:
-    """The 16 NF4 levels, computed from normal quantiles as bitsandbytes' create_normal_map does.
-    Used in notebooks/01_methods/02_quantization_nf4.ipynb."""
+    """The 16 NF4 levels, computed from normal quantiles as bitsandbytes' create_normal_map does."""
     # QLoRA §3: put the levels at quantiles of N(0, 1) so each level covers the same probability mass.
     # To get an exact 0 with 16 levels the two halves are built separately and share the 0:
     #   positive: Phi^-1 at 9 evenly spaced probabilities from `offset` down to 0.5, dropping 0.5 -> 8 values

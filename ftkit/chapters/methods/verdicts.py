@@ -4,7 +4,8 @@ the memory estimator's), with every threshold a named constant beside its rule.
 
 from __future__ import annotations
 
-from ftkit.core.claims import verdict
+from ftkit.core.claims import Verdict, verdict
+from ftkit.core.estimate import fit_table
 from ftkit.core.memory import human_bytes
 
 ROW_CLAIMS = {"Mechanism": "1.mechanism", "VRAM Usage": "1.vram", "Training Speed": "1.speed",
@@ -12,6 +13,16 @@ ROW_CLAIMS = {"Mechanism": "1.mechanism", "VRAM Usage": "1.vram", "Training Spee
 
 
 USE_CASE_MODEL = "Qwen/Qwen2.5-7B"  # the "7B" of the theory's summary (the Colab capstone's model family)
+LORA_SHARE = 0.1  # 1.mechanism: LoRA trains under 10 % of the parameters
+LORA_FASTER = 1.2  # 1.speed: LoRA's tokens/s at least 1.2x full FT's ("Fast" against "Slowest")
+QLORA_SLIGHTLY_SLOWER = 0.75  # ... QLoRA at 0.75x LoRA's speed or more is "slightly slower"
+ADAPTER_SMALLER = 10  # 1.storage: the LoRA adapter at least 10x smaller than the full checkpoint ("Tiny" vs "Huge")
+SAME_SIZE = 0.1  # ... QLoRA's adapter within 10 % of LoRA's is "the same size"
+QLORA_SAVES = 0.1  # 1.vram's detail: QLoRA saving under 10 % over LoRA (activations outweigh the 4-bit weights)
+ABOUT_A_QUARTER = 0.35  # ... QLoRA's weights under 0.35 of 16-bit are "about 1/4"
+RATE_GAP = 10  # 1.use-case's detail: rates 10x apart compare the rates as much as the methods
+SAME_LOSS = 0.05  # ... validation losses within 5 % are "about the same" at this size and noise
+SMALL_GPUS = ("T4", "L4", "RTX")  # the theory's "consumer hardware" (T4 and L4 are in fact data-centre cards)
 
 
 def _count(n: int) -> str:
@@ -24,7 +35,7 @@ def _x(a: float, b: float) -> str:
     return f"×{a / b:.2f}" if b else "×inf"
 
 
-def table_verdicts(f: dict) -> dict[str, str]:
+def table_verdicts(f: dict) -> dict[str, Verdict]:
     """One verdict per theory row, chosen from the measured numbers (never a fixed answer)."""
     full, lora, qlora = f["full"], f["lora"], f["qlora"]
     cpu = f["device"] == "cpu"
@@ -32,23 +43,20 @@ def table_verdicts(f: dict) -> dict[str, str]:
 
     # Mechanism: who trains what, and is the QLoRA base really 4-bit?
     share = lora["trainable"] / lora["total"]
-    ok = full["trainable"] == full["total"] and share < 0.1 and qlora["packed_4bit"] > 0
-    text = verdict(ROW_CLAIMS["Mechanism"], ok,
-                   f"full FT trains 100 % of the weights, LoRA {100 * share:.1f} %, QLoRA's base is stored in 4 bits"
-                   if ok else
-                   f"full FT trains {100 * full['trainable'] / full['total']:.1f} %, LoRA {100 * share:.1f} %, "
-                   f"QLoRA has {human_bytes(qlora['packed_4bit'])} of 4-bit weights")
+    ok = full["trainable"] == full["total"] and share < LORA_SHARE and qlora["packed_4bit"] > 0
+    text = (f"full FT trains 100 % of the weights, LoRA {100 * share:.1f} %, QLoRA's base is stored in 4 bits" if ok else
+            f"full FT trains {100 * full['trainable'] / full['total']:.1f} %, LoRA {100 * share:.1f} %, "
+            f"QLoRA has {human_bytes(qlora['packed_4bit'])} of 4-bit weights")
     if not qlora["optim"].startswith("paged"):
         text += (f"; but no paged optimizer here: all three used {qlora['optim']} "
                  + ("(paged optimizers are a CUDA feature of bitsandbytes)" if cpu else "(the same optimizer for a fair comparison)"))
-    out["Mechanism"] = text
+    out["Mechanism"] = verdict(ROW_CLAIMS["Mechanism"], ok, text)
 
     # VRAM: the ordering, the optimizer state, and QLoRA's "~1/4 of FP16" weights
     order_ok = full["memory"] > lora["memory"] > qlora["memory"]
     quarter = qlora["weights"] / (2 * qlora["total"])  # QLoRA weights vs the same model in 16-bit
     big = f["estimate_7b"]["qlora"]["weights_gib"] / (2 * f["estimate_7b"]["qlora"]["params_b"] * 1e9 / 1024**3)
-    text = verdict(ROW_CLAIMS["VRAM Usage"], order_ok,
-                   "full > LoRA > QLoRA " if order_ok else "the order is not full > LoRA > QLoRA ")
+    text = "full > LoRA > QLoRA " if order_ok else "the order is not full > LoRA > QLoRA "
     text += (f"({human_bytes(full['memory'])} > {human_bytes(lora['memory'])} > {human_bytes(qlora['memory'])}); "
              f"LoRA's optimizer state is {full['optimizer'] / max(lora['optimizer'], 1):.0f}x smaller. ")
     change = qlora["memory"] / lora["memory"] - 1
@@ -66,7 +74,7 @@ def table_verdicts(f: dict) -> dict[str, str]:
                  f"+{human_bytes(standard['activations'] - lean['activations'])}: the residual stream becomes fp32)"
                  + (f", {100 * (standard['total'] / lora['memory'] - 1):.0f} % more than LoRA. "
                     if standard["total"] > lora["memory"] else ". "))
-    if change > -0.1 and qlora["activations"] > lora["activations"]:
+    if change > -QLORA_SAVES and qlora["activations"] > lora["activations"]:
         est = f["estimate_7b"]
         text += ((f"QLoRA needs {100 * change:.0f} % more than LoRA here" if change > 0 else
                   f"QLoRA saves only {-100 * change:.0f} % over LoRA here")
@@ -77,25 +85,25 @@ def table_verdicts(f: dict) -> dict[str, str]:
     elif not order_ok:
         bucket = max(("weights", "gradients", "optimizer", "activations"), key=lambda k: abs(lora[k] - qlora[k]))
         text += f"The largest difference between LoRA and QLoRA is in {bucket}. "
-    if quarter < 0.35:
+    if quarter < ABOUT_A_QUARTER:
         text += f"QLoRA's weights are {quarter:.2f} of 16-bit, about 1/4, as the theory says."
     else:
         text += (f"QLoRA's weights are {quarter:.2f} of 16-bit, not ~1/4: the embeddings, norms (and lm_head) are "
                  f"not quantized, a large share of a small model; for a 7B model the estimate is {big:.2f}.")
-    out["VRAM Usage"] = text
+    out["VRAM Usage"] = verdict(ROW_CLAIMS["VRAM Usage"], order_ok, text)
 
     # Training speed: full slowest, LoRA fast, QLoRA slightly slower than LoRA
     speedup, slowdown = lora["tokens_per_s"] / full["tokens_per_s"], qlora["tokens_per_s"] / lora["tokens_per_s"]
-    text = verdict(ROW_CLAIMS["Training Speed"], speedup >= 1.2,
-                   f"LoRA is {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed" if speedup >= 1.2 else
-                   f"LoRA runs at {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed, not faster, "
-                   f"because the frozen weights still do the whole forward and the backward through every layer; "
-                   f"LoRA saves only the weight gradients (~1/3 of the FLOPs) and the optimizer update"
-                   + (" (FINDINGS §8: same on this CPU)" if cpu else ""))
+    fast = speedup >= LORA_FASTER
+    text = (f"LoRA is {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed" if fast else
+            f"LoRA runs at {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed, not faster, "
+            f"because the frozen weights still do the whole forward and the backward through every layer; "
+            f"LoRA saves only the weight gradients (~1/3 of the FLOPs) and the optimizer update"
+            + (" (FINDINGS §8: same on this CPU)" if cpu else ""))
     if slowdown >= 1:
         text += (f"; QLoRA is not slower than LoRA ({_x(qlora['tokens_per_s'], lora['tokens_per_s'])}): differs "
                  f"here, the dequantization cost is hidden by the rest of the step at this size")
-    elif slowdown >= 0.75:
+    elif slowdown >= QLORA_SLIGHTLY_SLOWER:
         text += (f"; QLoRA is slightly slower than LoRA ({_x(qlora['tokens_per_s'], lora['tokens_per_s'])}), as the "
                  f"theory says (dequantization)")
     else:
@@ -103,35 +111,32 @@ def table_verdicts(f: dict) -> dict[str, str]:
                  f"{_x(qlora['tokens_per_s'], lora['tokens_per_s'])}, more than 'slightly': "
                  + ("on a CPU bitsandbytes dequantizes every 4-bit weight in plain code, without a fused GPU kernel"
                     if cpu else "at this small size the dequantization is a large share of each step"))
-    out["Training Speed"] = text
+    out["Training Speed"] = verdict(ROW_CLAIMS["Training Speed"], fast, text)
 
     # Storage: full checkpoint vs adapters
     ratio = full["saved"] / max(lora["saved"], 1)
-    text = verdict(ROW_CLAIMS["Storage"], ratio >= 10,
-                   f"the LoRA adapter is {ratio:.0f}x smaller than the full checkpoint" if ratio >= 10 else
-                   f"the LoRA adapter is only {ratio:.1f}x smaller than the full checkpoint")
+    tiny = ratio >= ADAPTER_SMALLER
+    text = (f"the LoRA adapter is {ratio:.0f}x smaller than the full checkpoint" if tiny else
+            f"the LoRA adapter is only {ratio:.1f}x smaller than the full checkpoint")
     per_param = {m: f[m]["saved"] / max(f[m]["trainable"], 1) for m in ("lora", "qlora")}
-    if abs(qlora["saved"] - lora["saved"]) <= 0.1 * lora["saved"]:
+    if abs(qlora["saved"] - lora["saved"]) <= SAME_SIZE * lora["saved"]:
         text += "; QLoRA's adapter is the same size as LoRA's (same rank, same layers)"
     else:
         text += (f"; QLoRA's adapter is {_x(qlora['saved'], lora['saved'])} LoRA's: {per_param['qlora']:.1f} vs "
                  f"{per_param['lora']:.1f} bytes per adapter parameter (the adapters' dtype differs, not their shape"
                  + ("; TRL's SFTTrainer casts a QLoRA adapter to bf16, as the QLoRA paper does, and keeps LoRA's fp32)"
                     if round(per_param["qlora"]) == 2 and round(per_param["lora"]) == 4 else ")"))
-    if full["saved"] > 3 * full["total"]:
+    if full["saved"] > 3 * full["total"]:  # over 3 bytes per parameter: fp32
         text += "; the full checkpoint holds fp32 master weights (4 bytes per parameter)"
-    out["Storage"] = text
+    out["Storage"] = verdict(ROW_CLAIMS["Storage"], tiny, text)
 
     # Use case: did an adapter do the job here, and where would a 7B model fit?
-    # The theory's "consumer hardware (T4, L4, RTX 3090/4090)": small GPUs; the T4 and L4 are data-centre cards.
-    est, small_gpus = f["estimate_7b"], ("T4", "L4", "RTX")
+    est = f["estimate_7b"]
     fits = {m: est[m]["smallest_gpu"] or "no single GPU" for m in est}
-    text = (f"7B estimate (default recipe): full FT needs {fits['full']}, LoRA {fits['lora']}, QLoRA {fits['qlora']}; ")
-    qlora_small = (fits["qlora"] or "").startswith(small_gpus)
-    text += verdict(ROW_CLAIMS["Use Case"], qlora_small,
-                    "QLoRA brings a 7B model to one small GPU (the theory's 'consumer' T4/L4/RTX class; the T4 and L4 "
-                    "are data-centre cards)" if qlora_small else
-                    "even QLoRA does not fit one small GPU (T4/L4/RTX class)")
+    qlora_small = (fits["qlora"] or "").startswith(SMALL_GPUS)
+    text = ("QLoRA brings a 7B model to one small GPU (the theory's 'consumer' T4/L4/RTX class; the T4 and L4 are "
+            "data-centre cards)" if qlora_small else "even QLoRA does not fit one small GPU (T4/L4/RTX class)")
+    text += f" (7B estimate, default recipe: full FT needs {fits['full']}, LoRA {fits['lora']}, QLoRA {fits['qlora']})"
     if max(full["em_after"], lora["em_after"], qlora["em_after"]) <= full["em_before"]:
         text += (f". In these few steps no method raised exact match above {full['em_before']:.0%} yet, so the "
                  f"score cannot tell the methods apart (the validation loss can)")
@@ -144,16 +149,69 @@ def table_verdicts(f: dict) -> dict[str, str]:
     if full["lr"] < lora["lr"] and full["em_after"] < lora["em_after"]:
         text += f" (full FT at the theory's smaller learning rate, {full['lr']:g}, moves less in the same steps)"
     gap = max(full["lr"], lora["lr"]) / min(full["lr"], lora["lr"])
-    if gap >= 10:
+    if gap >= RATE_GAP:
         text += (f". The methods trained at rates {gap:.0f}x apart (full {full['lr']:g}, LoRA {lora['lr']:g}) for the "
                  f"same few steps: the scores compare the rates as much as the methods")
     best = f.get("full_best")
     if best:
-        ratio = best["loss_after"] / lora["loss_after"]  # within 5 %: the same, at this size and noise
-        than = "about the same as" if abs(ratio - 1) <= 0.05 else "lower than" if ratio < 1 else "above"
+        ratio = best["loss_after"] / lora["loss_after"]
+        than = "about the same as" if abs(ratio - 1) <= SAME_LOSS else "lower than" if ratio < 1 else "above"
         text += (f". At its own best rate ({best['lr']:g}, chapter 2's sweep) full FT reaches validation loss "
                  f"{best['loss_after']:.3f} and {best['em_after']:.0%} exact match in the same steps ({than} LoRA's "
                  f"{lora['loss_after']:.3f} at {lora['lr']:g})"
-                 + ("; so full FT does not learn less, the text's small rate held it back" if ratio <= 1.05 else ""))
-    out["Use Case"] = text
+                 + ("; so full FT does not learn less, the text's small rate held it back" if ratio <= 1 + SAME_LOSS
+                    else ""))
+    out["Use Case"] = verdict(ROW_CLAIMS["Use Case"], qlora_small, text)
+    return out
+
+
+# --- the summary of theory.md section 1: which GPU each method needs, from the memory estimator ---------------------
+
+SUMMARY_MODELS = {"0.5B": "Qwen/Qwen2.5-0.5B", "1.5B": "Qwen/Qwen2.5-1.5B", "7B": "meta-llama/Llama-2-7b-hf",
+                  "13B": "meta-llama/Llama-2-13b-hf", "70B": "meta-llama/Llama-2-70b-hf"}
+SUMMARY_RECIPES = {"default": dict(mixed_precision=True),  # AdamW, fp32 master weights (16 bytes per parameter)
+                   "memory-saving": dict(precision="bf16", optimizer="adamw_8bit", gradient_checkpointing=True)}
+
+
+def summary_fits(models: dict = SUMMARY_MODELS, recipes: dict = SUMMARY_RECIPES) -> dict:
+    """{(recipe, size, method): a row of ftkit.fit_table}: the estimated memory of each model by each method under
+    each recipe, and the smallest GPU it fits (None: several GPUs)."""
+    size_of = {name: size for size, name in models.items()}
+    return {(recipe, size_of[r["model"]], r["method"]): r
+            for recipe, kwargs in recipes.items() for r in fit_table(list(models.values()), **kwargs)}
+
+
+def summary_verdicts(fits: dict, models: dict = SUMMARY_MODELS, recipes: dict = SUMMARY_RECIPES) -> dict[str, Verdict]:
+    """1.summary-full, 1.summary-lora and 1.summary-qlora, decided by summary_fits' estimates."""
+    def smallest(recipe, size, method):
+        return fits[recipe, size, method]["smallest_gpu"]
+
+    out = {}
+    full_7b = {recipe: smallest(recipe, "7B", "full") for recipe in recipes}
+    cluster_from = {recipe: next((s for s in models if not smallest(recipe, s, "full")), "none here")
+                    for recipe in recipes}
+    out["1.summary-full"] = verdict(
+        "1.summary-full", not any(full_7b.values()),
+        f"7B needs {fits['default', '7B', 'full']['total_gib']:.0f} GiB by default "
+        f"({full_7b['default'] or 'several GPUs'}), {fits['memory-saving', '7B', 'full']['total_gib']:.0f} GiB with "
+        f"bf16 weights, 8-bit AdamW and checkpointing ({full_7b['memory-saving'] or 'several GPUs'}); several GPUs are "
+        f"needed from {cluster_from['default']} (default) or {cluster_from['memory-saving']} (memory-saving)")
+    lora_fit = {(recipe, s): smallest(recipe, s, "lora") for recipe in recipes for s in ("7B", "13B")}
+    lora_7b = lora_fit["default", "7B"]
+    out["1.summary-lora"] = verdict(
+        "1.summary-lora", all(lora_fit.values()),
+        f"by default 7B fits a {lora_7b}, 13B a {lora_fit['default', '13B']}; memory-saving: 7B a "
+        f"{lora_fit['memory-saving', '7B']}, 13B a {lora_fit['memory-saving', '13B']}"
+        + ("; for 7B a 24 GB card (A10/L4 class) or less is enough" if lora_7b and lora_7b.startswith(SMALL_GPUS)
+           else ""))
+    q7, q70 = smallest("default", "7B", "qlora"), {recipe: smallest(recipe, "70B", "qlora") for recipe in recipes}
+    small_70b = any(g and g.startswith(SMALL_GPUS) for g in q70.values())
+    out["1.summary-qlora"] = verdict(
+        "1.summary-qlora", bool(q7 and q7.startswith(SMALL_GPUS)) and small_70b,
+        f"7B fits a {q7}; 70B needs "
+        + " / ".join(f"{fits[recipe, '70B', 'qlora']['total_gib']:.0f} GiB ({recipe}: {q70[recipe] or 'several GPUs'})"
+                     for recipe in recipes)
+        + ("" if small_70b else f": beyond a T4, L4 or 24 GB RTX even with QLoRA; the memory-saving recipe brings it "
+           f"to one {q70['memory-saving'] or 'GPU bigger than 80 GB'}, the QLoRA paper's claim (a 65B model on one 48 GB "
+           "GPU)"))
     return out

@@ -5,9 +5,7 @@ Used in notebooks/03_overfitting: `row = ftkit.overfitting.overfit_run("weight d
 from __future__ import annotations
 
 from .analysis import (
-    KeepBest,
     early_stop,
-    load_weights,
     per_example_losses,
     plot_scoreboard,
     ranking,
@@ -35,4 +33,9 @@ from .verdicts import (
     why,
 )
 
-__all__ = ["KeepBest", "REMEDIES", "Row", "SETUPS", "adapter_norms", "describe", "early_stop", "early_stopping_verdict", "find_leaks", "load_weights", "overfit_data", "overfit_rows", "overfit_run", "overfitting_verdict", "penalty_verdict", "per_example_losses", "plot_scoreboard", "profile_remedies", "ranking", "remedy_verdict", "rows_dir", "scoreboard_table", "setup_of", "share_rows", "summary", "time_saved", "validation_loss", "why"]
+__all__ = [
+    "adapter_norms", "describe", "early_stop", "early_stopping_verdict", "find_leaks", "overfit_data",
+    "overfit_rows", "overfit_run", "overfitting_verdict", "penalty_verdict", "per_example_losses",
+    "plot_scoreboard", "profile_remedies", "ranking", "REMEDIES", "remedy_verdict", "Row", "rows_dir",
+    "scoreboard_table", "setup_of", "SETUPS", "share_rows", "summary", "time_saved", "validation_loss", "why"
+]

@@ -1,5 +1,5 @@
-"""Chapter 3's analysis of measured rows: the best checkpoint kept during a run, early stopping replayed on a logged
-curve, per-example losses, and the scoreboard (summary, ranking, table, plot)."""
+"""Chapter 3's analysis of measured rows: early stopping replayed on a logged curve, per-example losses, and the
+scoreboard (summary, ranking, table, plot)."""
 
 from __future__ import annotations
 
@@ -7,45 +7,11 @@ import math
 import statistics
 
 import torch
-from transformers import TrainerCallback
 
 from ftkit.chapters.overfitting.remedies import REMEDIES, describe
 from ftkit.chapters.overfitting.rows import Row
 from ftkit.core.models import forward_autocast
 from ftkit.core.plots import _axes
-
-
-class KeepBest:
-    """A Trainer callback that copies the trainable weights whenever validation loss reaches a new low, so the model
-    of the best step can be scored after the run went on to overfit (in memory: no checkpoint is written)."""
-
-    def __init__(self):
-
-        keeper = self
-
-        class _Callback(TrainerCallback):
-            def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-                loss = (metrics or {}).get("eval_loss")
-                if loss is not None and loss < keeper.best_loss:
-                    keeper.best_loss, keeper.step = loss, state.global_step
-                    keeper.weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-        self.callback, self.best_loss, self.step, self.weights = _Callback(), math.inf, None, {}
-
-    def swap_in(self, model) -> dict:
-        """Put the best step's weights into model; returns the weights it replaced (swap_in them to go back)."""
-        params = dict(model.named_parameters())
-        old = {n: params[n].detach().clone() for n in self.weights}
-        load_weights(model, self.weights)
-        return old
-
-
-def load_weights(model, weights: dict) -> None:
-    """Copy a {name: tensor} dict (from KeepBest.swap_in) back into the model's parameters."""
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for n, w in weights.items():
-            params[n].copy_(w)
 
 
 def early_stop(losses: list[float], patience: int, threshold: float = 0.0) -> tuple[int | None, int]:

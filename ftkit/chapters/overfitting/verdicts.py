@@ -9,10 +9,19 @@ import statistics
 from ftkit.chapters.overfitting.analysis import summary
 from ftkit.chapters.overfitting.remedies import REMEDIES, describe
 from ftkit.chapters.overfitting.rows import Row
+from ftkit.core.claims import Verdict, verdict
+
+MIN_RISE = 0.1  # 3.overfitting: validation loss must end at least 10 % above its minimum to call it overfitting
+SAME_MODEL = 1e-3  # 3.early-stopping: the kept model's validation loss equals the best logged one within 0.1 %
+PENALTY_SHARE = 0.5  # 3.weight-decay-penalty: a penalty in the loss shows as at least half of lambda/2 |theta|^2
+MIN_GAIN = 0.05  # a remedy helps when the kept model's validation loss is at least 5 % lower than the baseline's
+LEVEL_MARGIN = 0.05  # why(): a lowest validation loss 5 % above or below the baseline's is "learns less" / "more"
+RISE_RATIO = 0.5  # why(): a curve that rises less than half the baseline's rise from its minimum memorises less
+INERT_DECAY = 0.05  # weight decay that shrinks an untouched weight by less than 5 % over the run cannot be the cause
 
 
 def overfitting_verdict(best_val: float, last_val: float, last_train: float, train_em: float, heldout_em: float,
-                        *, min_rise: float = 0.1) -> tuple[bool, str]:
+                        *, min_rise: float = MIN_RISE) -> Verdict:
     """3.overfitting: holds when training loss ends below the best validation loss, validation loss ends at least
     `min_rise` above its minimum, and the model scores better on its training sentences than on new ones."""
     rise = last_val / best_val - 1
@@ -23,12 +32,12 @@ def overfitting_verdict(best_val: float, last_val: float, last_train: float, tra
     if not holds:
         detail += (f" — not the memorisation picture (it needs a rise of at least {min_rise:.0%} and a better score "
                    "on the training sentences)")
-    return holds, detail
+    return verdict("3.overfitting", holds, detail)
 
 
 def early_stopping_verdict(stopped_step: int, planned_steps: int, restored_val: float, best_logged: float,
                            baseline_val: float, seconds: float, baseline_seconds: float,
-                           *, rel: float = 1e-3) -> tuple[bool, str]:
+                           *, rel: float = SAME_MODEL) -> Verdict:
     """3.early-stopping: holds when the run stopped before its last step, the model kept has the best logged
     validation loss (within `rel`), and that is lower than where the full run ended."""
     restored = math.isclose(restored_val, best_logged, rel_tol=rel)
@@ -37,7 +46,7 @@ def early_stopping_verdict(stopped_step: int, planned_steps: int, restored_val: 
               f"validation loss {restored_val:.4f}, "
               f"the best logged was {best_logged:.4f} ({'the same model' if restored else 'NOT the best one'}), "
               f"against {baseline_val:.4f} at the end of the full run")
-    return holds, detail
+    return verdict("3.early-stopping", holds, detail)
 
 
 def time_saved(steps: int, planned_steps: int, seconds: float, baseline_seconds: float) -> str:
@@ -50,19 +59,19 @@ def time_saved(steps: int, planned_steps: int, seconds: float, baseline_seconds:
             "checkpoint at every evaluation to restore the best one, which costs more than the steps it saved here")
 
 
-def penalty_verdict(first_loss_decay: float, first_loss_plain: float, penalty: float) -> tuple[bool, str]:
+def penalty_verdict(first_loss_decay: float, first_loss_plain: float, penalty: float) -> Verdict:
     """3.weight-decay-penalty: "adds a penalty to the loss". Before the first update, with the same seed and batch,
     a penalty would make the logged loss larger by `penalty` (lambda/2 |theta|^2). Holds when it is larger by at
     least half of that; AdamW's decoupled decay leaves the loss unchanged."""
     diff = first_loss_decay - first_loss_plain
-    holds = diff >= penalty / 2
+    holds = diff >= PENALTY_SHARE * penalty
     detail = (f"first logged training loss with decay {first_loss_decay:.6f}, without {first_loss_plain:.6f} "
               f"(difference {diff:+.2g}); an L2 penalty on these weights would have added {penalty:.3g}")
     if not holds:
         detail += (". AdamW's decay is decoupled from the loss (Loshchilov & Hutter 2019): each step multiplies the "
                    "weights by (1 - lr x lambda) after the Adam update; on LoRA that shrinks A and B, pulling the "
                    "model towards the base model, not the weights towards zero")
-    return holds, detail
+    return verdict("3.weight-decay-penalty", holds, detail)
 
 
 def decay_shrink(row: Row, weight_decay: float) -> float:
@@ -70,7 +79,7 @@ def decay_shrink(row: Row, weight_decay: float) -> float:
     return 1 - math.prod(1 - lr * weight_decay for lr in row.losses("learning_rate")[1])
 
 
-def why(name: str, rows: dict[str, list[Row]], *, margin: float = 0.05) -> str:
+def why(name: str, rows: dict[str, list[Row]], *, margin: float = LEVEL_MARGIN) -> str:
     """Why a remedy ended where it did against the baseline, from the two curves: how low it got (learns more that
     carries over, or less in these steps) and how far it rose from there (memorises less, or just the same). Weight
     decay too weak to move the weights is named as such: its difference from the baseline is then the run's noise."""
@@ -98,14 +107,14 @@ def why(name: str, rows: dict[str, list[Row]], *, margin: float = 0.05) -> str:
                  "it learns carries over to new people")
     else:
         level = f"it gets about as low as the baseline ({best:.3f} against {base['best_val']:.3f})"
-    if rise < base_rise / 2:
+    if rise < RISE_RATIO * base_rise:
         return level + f", and its curve rises {rise:+.0%} from its minimum against the baseline's {base_rise:+.0%}: " \
                        "it memorises less"
     return level + f", and its curve rises {rise:+.0%} from its minimum, like the baseline's {base_rise:+.0%}: it " \
                    "still memorises"
 
 
-def too_weak_decay(name: str, rows: dict[str, list[Row]], *, margin: float = 0.05) -> bool:
+def too_weak_decay(name: str, rows: dict[str, list[Row]], *, margin: float = INERT_DECAY) -> bool:
     """True for a remedy that changes only weight decay, when decay alone shrinks a weight by less than `margin` over
     the run: too little to be the cause of any difference from the baseline."""
     remedy = REMEDIES[name]
@@ -114,7 +123,7 @@ def too_weak_decay(name: str, rows: dict[str, list[Row]], *, margin: float = 0.0
     return decay_shrink(rows[name][0], remedy.hp["weight_decay"]) < margin
 
 
-def remedy_verdict(name: str, rows: dict[str, list[Row]], *, min_gain: float = 0.05) -> tuple[bool, str]:
+def remedy_verdict(name: str, rows: dict[str, list[Row]], *, min_gain: float = MIN_GAIN) -> Verdict:
     """Does a remedy help here? Holds when the validation loss of the model it keeps is at least `min_gain` (5 %)
     below the baseline's, by more than the spread between seeds (when there are several), and the remedy can be the
     cause (weight decay too weak to move the weights cannot). The detail adds held-out exact match and why()."""
@@ -134,4 +143,4 @@ def remedy_verdict(name: str, rows: dict[str, list[Row]], *, min_gain: float = 0
         detail += " — but not because of the decay"
     elif not beyond_noise:
         detail += f" — within the spread between seeds ({noise:.3f}), so not a measured help"
-    return holds, detail + "; " + why(name, rows)
+    return verdict(REMEDIES[name].claim, holds, detail + "; " + why(name, rows))

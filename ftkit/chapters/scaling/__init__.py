@@ -14,6 +14,17 @@ from .sharded import (
     smallest_n,
 )
 from .sizes import run_sizes
-from .verdicts import checkpoint_holds, loss_match_holds, sharding_holds, sixteen_bytes_holds
+from .verdicts import (
+    checkpoint_verdict,
+    cluster_verdict,
+    loss_match_verdict,
+    sharding_holds,
+    sharding_verdict,
+    sixteen_bytes_verdict,
+)
 
-__all__ = ["bytes_per_param", "checkpoint_holds", "loss_gap", "loss_match_holds", "max_weight_diff", "per_process", "run_sharded", "run_sizes", "sharding_holds", "sharding_table", "sixteen_bytes_holds", "smallest_n"]
+__all__ = [
+    "bytes_per_param", "checkpoint_verdict", "cluster_verdict", "loss_gap", "loss_match_verdict", "max_weight_diff",
+    "per_process", "run_sharded", "run_sizes", "sharding_holds", "sharding_table", "sharding_verdict",
+    "sixteen_bytes_verdict", "smallest_n"
+]

@@ -1,0 +1,65 @@
+"""Chapter 2's sizes per profile: how long each run is, how many examples per step, how many rates, ranks, batch
+sizes and epochs each notebook tries; one declaration the notebooks read (no branch on the profile in a cell).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ftkit.core.profiles import Profile
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Chapter 2 at one profile's sizes."""
+
+    validation_rows: int | None  # validation rows each run evaluates (None: the profile's n_eval); ci: 8 halve the cost
+    lr_steps: int  # 2.1: steps of every run of both learning-rate sweeps
+    lr_batch: int  # 2.1: examples per step
+    lr_points: int  # 2.1: rates per method, evenly over 4 decades (5: one per decade; 9: half-decades)
+    noise_batches: tuple  # 2.2: batch sizes whose gradient noise is measured
+    noise_repeats: int  # 2.2: independent batches per size
+    accumulation_steps: int  # 2.2: steps of batch 8 against 4 x 2 accumulation
+    rank_steps: int  # 2.3: steps of every rank and alpha run
+    rank_batch: int  # 2.3: examples per step
+    rank_scored: tuple  # 2.3: splits scored by generation after each rank run (generation is slow on a CPU)
+    alpha_ranks: tuple  # 2.3: ranks at which the alpha schemes are compared
+    small_train: int  # 2.4: the small training set of the epochs run
+    epochs: int  # 2.4: passes over it
+    warmup_steps: int  # 2.4: length of each warmup run
+    explore_steps: int  # 2.4: the explorer's run
+    note: str = ""  # what a learner should know about results at these sizes ("" when nothing)
+
+
+SIZES = {
+    "ci": Sizes(validation_rows=8, lr_steps=3, lr_batch=2, lr_points=5, noise_batches=(1, 2, 4), noise_repeats=3,
+                accumulation_steps=2, rank_steps=4, rank_batch=2, rank_scored=(), alpha_ranks=(4, 64), small_train=8,
+                epochs=6, warmup_steps=4, explore_steps=4,
+                note="- (ci profile: a few steps per run; FTKIT_PROFILE=cpu trains 13 steps of 8 per rate, the GPU "
+                     "profile reads the best rates at half a decade.)"),
+    # a laptop: 13-step runs of 8 (a sixth of the profile's 80), one rate per decade, every rank scored
+    "cpu": Sizes(validation_rows=None, lr_steps=13, lr_batch=8, lr_points=5, noise_batches=(1, 2, 4, 8, 16),
+                 noise_repeats=6, accumulation_steps=4, rank_steps=13, rank_batch=8, rank_scored=("test",),
+                 alpha_ranks=(4, 16, 64), small_train=32, epochs=8, warmup_steps=20, explore_steps=26),
+    "gpu": Sizes(validation_rows=None, lr_steps=33, lr_batch=16, lr_points=9, noise_batches=(1, 2, 4, 8, 16),
+                 noise_repeats=6, accumulation_steps=4, rank_steps=33, rank_batch=16, rank_scored=("test",),
+                 alpha_ranks=(4, 16, 64), small_train=32, epochs=8, warmup_steps=50, explore_steps=66),
+    "t4": Sizes(validation_rows=None, lr_steps=20, lr_batch=8, lr_points=5, noise_batches=(1, 2, 4, 8, 16),
+                noise_repeats=6, accumulation_steps=4, rank_steps=20, rank_batch=8, rank_scored=("test",),
+                alpha_ranks=(4, 16, 64), small_train=32, epochs=8, warmup_steps=30, explore_steps=40),
+}
+
+
+def sizes(profile: Profile) -> Sizes:
+    """Chapter 2's sizes for a profile (by its name)."""
+    if profile.name not in SIZES:
+        raise ValueError(f"Chapter 2 has no sizes for profile {profile.name!r}: add it to "
+                         f"ftkit.hyperparameters.SIZES (known: {', '.join(SIZES)})")
+    return SIZES[profile.name]
+
+
+def with_validation_rows(data, s: Sizes):
+    """The dataset with its validation split cut to the chapter's validation_rows (unchanged when None)."""
+    if s.validation_rows is None:
+        return data
+    return {**data, "validation": data["validation"].select(range(s.validation_rows))}
