@@ -8,7 +8,7 @@
 # (junit*.xml) with every notebook's seconds, which docs/build_site.py records.
 set -uo pipefail
 folder=$1 profile=$2 timeout=$3 workers=$4 threads=$5
-py=$(realpath "${PY:-.venv/bin/python}")
+py=$(realpath -s "${PY:-.venv/bin/python}")  # -s: keep the venv's symlink, which makes it the venv
 cd "$folder" || exit 1
 export FTKIT_PROFILE=$profile OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 
