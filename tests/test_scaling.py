@@ -23,7 +23,7 @@ STEPS, BATCH, SEQ, LR = 4, 4, 64, 1e-3  # lr 1e-3: the tiny random model's loss 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(single, sharded): metrics of a 1-process and a 2-process FSDP run, same global batch, both saved."""
-    kw = dict(steps=STEPS, batch_size=BATCH, seq_len=SEQ, lr=LR, progress=False)
+    kw = dict(max_steps=STEPS, batch_size=BATCH, seq_len=SEQ, learning_rate=LR, progress=False)
     single = S.run_sharded("tiny-random", n_processes=1, output_dir=tmp_path_factory.mktemp("single"), **kw)
     sharded = S.run_sharded("tiny-random", n_processes=2, output_dir=tmp_path_factory.mktemp("fsdp"), **kw)
     return single, sharded
@@ -36,7 +36,7 @@ def test_two_processes_really_ran_fsdp(runs):
     assert [row["rank"] for row in sharded["per_process_bytes"]] == [0, 1]
 
 
-@pytest.mark.parametrize("bucket", ["params", "grads", "optimizer"])
+@pytest.mark.parametrize("bucket", ["parameters", "gradients", "optimizer"])
 def test_each_process_holds_half(runs, bucket):
     single, sharded = runs
     holds, detail = S.sharding_holds(single, sharded, bucket)
@@ -55,7 +55,7 @@ def test_estimator_predicts_the_per_process_bytes(runs):
                                     precision="fp32", **kw)
         rank0 = run["per_process_bytes"][0]
         assert est.weights == pytest.approx(rank0["weights"], rel=1e-3)
-        assert est.gradients == pytest.approx(rank0["grads"], rel=1e-3)
+        assert est.gradients == pytest.approx(rank0["gradients"], rel=1e-3)
         assert est.optimizer == pytest.approx(rank0["optimizer"], rel=1e-3)
 
 
@@ -89,7 +89,7 @@ def test_gathered_checkpoint_loads_and_equals_single_process(runs):
 
 def test_verdicts_flip_with_made_up_numbers():
     def run(n, weights, losses, rank_losses=None):
-        rows = [{"rank": r, "weights": weights, "grads": weights, "optimizer": 2 * weights,
+        rows = [{"rank": r, "weights": weights, "gradients": weights, "optimizer": 2 * weights,
                  "losses": (rank_losses or [losses] * n)[r]} for r in range(n)]
         return {"n_processes": n, "n_params": 100, "losses": losses, "per_process_bytes": rows}
 
@@ -164,8 +164,8 @@ def test_fsdp_configs_wrap_each_decoder_layer_of_any_model(monkeypatch, config_f
 
 
 def test_sharding_and_cluster_verdicts_flip():
-    single = {"n_processes": 1, "per_process_bytes": [{"rank": 0, "weights": 400, "grads": 400, "optimizer": 800}]}
-    halves = {"n_processes": 2, "per_process_bytes": [{"rank": r, "weights": 200, "grads": 200, "optimizer": 400}
+    single = {"n_processes": 1, "per_process_bytes": [{"rank": 0, "weights": 400, "gradients": 400, "optimizer": 800}]}
+    halves = {"n_processes": 2, "per_process_bytes": [{"rank": r, "weights": 200, "gradients": 200, "optimizer": 400}
                                                       for r in (0, 1)]}
     assert S.sharding_verdict(single, halves).holds
     halves["per_process_bytes"][1]["optimizer"] = 800  # one bucket not sharded: the verdict must see it

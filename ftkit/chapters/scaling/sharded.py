@@ -48,8 +48,8 @@ def launch_command(n_processes: int, script_args: list[str], config: Path = CPU_
             *script_args]
 
 
-def run_sharded(model: str = "tiny-random", *, n_processes: int = 2, steps: int = 4, batch_size: int = 4,
-                seq_len: int = 64, lr: float = 1e-4, output_dir=None, save: bool = True, timeout: float = 900,
+def run_sharded(model: str = "tiny-random", *, n_processes: int = 2, max_steps: int = 4, batch_size: int = 4,
+                seq_len: int = 64, learning_rate: float = 1e-4, output_dir=None, save: bool = True, timeout: float = 900,
                 progress: bool = True, config: Path = CPU_CONFIG) -> dict:
     """Run the worker (ftkit.chapters.scaling.worker) in n_processes (FSDP) or one plain process; return its metrics.json as a dict.
 
@@ -62,9 +62,10 @@ def run_sharded(model: str = "tiny-random", *, n_processes: int = 2, steps: int 
     out.mkdir(parents=True, exist_ok=True)
     path = model_path(model)
     # the data are packed here, once, so the processes need not import ftkit (seconds saved per process)
-    torch.save(packed_blocks(path, seq_len, steps * batch_size), out / "blocks.pt")
-    args = ["--model", path, "--data", str(out / "blocks.pt"), "--out", str(out), "--steps", str(steps),
-            "--batch-size", str(batch_size), "--seq-len", str(seq_len), "--lr", str(lr)] + ([] if save else ["--no-save"])
+    torch.save(packed_blocks(path, seq_len, max_steps * batch_size), out / "blocks.pt")
+    args = ["--model", path, "--data", str(out / "blocks.pt"), "--out", str(out),
+            "--max-steps", str(max_steps), "--batch-size", str(batch_size), "--seq-len", str(seq_len),
+            "--learning-rate", str(learning_rate)] + ([] if save else ["--no-save"])
     cmd = launch_command(n_processes, args, config)
     package_parent = str(Path(__file__).resolve().parents[3])  # where `import ftkit` finds this very package
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])),
@@ -127,7 +128,7 @@ def loss_gap(run_a: dict, run_b: dict) -> float:
 
 
 def per_process(run: dict, bucket: str = "weights") -> list[int]:
-    """Bytes of one bucket (weights, params, grads, optimizer) held by each process of a run, rank order."""
+    """Bytes of one bucket (weights, parameters, gradients, optimizer) held by each process of a run, rank order."""
     return [row[bucket] for row in run["per_process_bytes"]]
 
 
@@ -169,7 +170,7 @@ def smallest_n(rows: list[dict], model: str, sharding: str, gib_per_device: floa
 
 def bytes_per_param(run: dict) -> float:
     """Measured bytes of weights + gradients + optimizer state per parameter, all processes together."""
-    total = sum(row["weights"] + row["grads"] + row["optimizer"] for row in run["per_process_bytes"])
+    total = sum(row["weights"] + row["gradients"] + row["optimizer"] for row in run["per_process_bytes"])
     return total / run["n_params"]
 
 

@@ -12,7 +12,7 @@ SHARD_TOLERANCE = 0.01  # FSDP pads a tensor whose first dimension does not spli
 CHECKPOINT_TOLERANCE = 1e-5  # the gathered checkpoint's weights equal the single process's (fp32 round trip)
 SIXTEEN_TOLERANCE = 0.1  # bytes per parameter: 16 for fp32 weights + gradients + AdamW's two moments
 NODE_GPUS = 8  # one node of the cluster claim: 8 GPUs
-BUCKETS = ("weights", "grads", "optimizer")  # what FSDP shards, as the worker reports it per process
+BUCKETS = ("weights", "gradients", "optimizer")  # what FSDP shards, as the worker reports it per process
 
 
 def sharding_holds(single: dict, sharded: dict, bucket: str = "weights") -> tuple[bool, str]:

@@ -33,10 +33,11 @@ def parse_args(argv=None):
     p.add_argument("--data", help="a .pt file of packed token ids (n_blocks, seq_len), as ftkit.scaling.run_sharded "
                                   "writes it; default: pack the course data here (imports ftkit: slower to start)")
     p.add_argument("--out", required=True, help="folder for metrics.json and the gathered model (model/)")
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--max-steps", type=int, default=4, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=4, help="GLOBAL batch: split evenly over the processes")
     p.add_argument("--seq-len", type=int, default=64, help="tokens per packed training block")
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (constant; full FT of a small model)")
+    p.add_argument("--learning-rate", type=float, default=1e-4,
+                   help="AdamW learning rate (constant; full FT of a small model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-save", action="store_true", help="skip gathering and saving the model")
     return p.parse_args(argv)
@@ -108,7 +109,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"--batch-size {args.batch_size} is the global batch and must split evenly over "
                          f"{world} processes; use a multiple of {world}.")
     set_seed(args.seed)
-    n_blocks = args.steps * args.batch_size
+    n_blocks = args.max_steps * args.batch_size
     if args.data:
         path, blocks = args.model, torch.load(args.data)
         if tuple(blocks.shape) != (n_blocks, args.seq_len):
@@ -123,25 +124,25 @@ def main(argv=None) -> None:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     n_params = sum(p.numel() for p in model.parameters())
     buffers = full_bytes(model.buffers())  # rotary frequencies: FSDP leaves buffers whole on every process
-    unsharded = {"params": full_bytes(model.parameters()), "buffers": buffers}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    unsharded = {"parameters": full_bytes(model.parameters()), "buffers": buffers}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
     model, optimizer = accelerator.prepare(model, optimizer)  # FSDP: each process keeps 1/world of every tensor
     sharding = accelerator.distributed_type == DistributedType.FSDP
-    sharded = {"params": local_bytes(model.parameters()), "buffers": buffers}
-    sharded["weights"], unsharded["weights"] = sharded["params"] + buffers, unsharded["params"] + buffers
+    sharded = {"parameters": local_bytes(model.parameters()), "buffers": buffers}
+    sharded["weights"], unsharded["weights"] = sharded["parameters"] + buffers, unsharded["parameters"] + buffers
 
     per_rank = args.batch_size // world
     losses, my_losses, step_times = [], [], []
     model.train()
-    for step in range(args.steps):
+    for step in range(args.max_steps):
         start = time.perf_counter()
         batch = blocks[step * args.batch_size:(step + 1) * args.batch_size]  # the global batch of this step
         mine = batch[rank * per_rank:(rank + 1) * per_rank].to(accelerator.device)  # this process's share
         loss = model(input_ids=mine, labels=mine).loss
         accelerator.backward(loss)  # FSDP reduce-scatters: each process gets the mean gradient of its shard
         if step == 0:
-            sharded["grads"] = local_bytes(p.grad for p in model.parameters() if p.grad is not None)
-            unsharded["grads"] = full_bytes(p.grad for p in model.parameters() if p.grad is not None)
+            sharded["gradients"] = local_bytes(p.grad for p in model.parameters() if p.grad is not None)
+            unsharded["gradients"] = full_bytes(p.grad for p in model.parameters() if p.grad is not None)
         optimizer.step()
         if step == 0:
             sharded["optimizer"] = local_bytes(optimizer_tensors(optimizer))
@@ -151,7 +152,7 @@ def main(argv=None) -> None:
         my_losses.append(loss.item())
         losses.append(accelerator.reduce(loss.detach(), reduction="mean").item())
         step_times.append(time.perf_counter() - start)
-        accelerator.print(f"step {step + 1}/{args.steps}  loss {losses[-1]:.4f}  {step_times[-1]:.1f} s", flush=True)
+        accelerator.print(f"step {step + 1}/{args.max_steps}  loss {losses[-1]:.4f}  {step_times[-1]:.1f} s", flush=True)
 
     per_process = gather_object([{"rank": rank, **sharded, "losses": my_losses}])
     out = Path(args.out)
@@ -167,8 +168,8 @@ def main(argv=None) -> None:
         metrics = {
             "model": args.model, "n_processes": world, "distributed_type": str(accelerator.distributed_type.value),
             "fsdp_version": accelerator.state.fsdp_plugin.fsdp_version if sharding else None,
-            "device": str(accelerator.device), "n_params": n_params, "steps": args.steps,
-            "global_batch": args.batch_size, "seq_len": args.seq_len, "lr": args.lr, "losses": losses,
+            "device": str(accelerator.device), "n_params": n_params, "max_steps": args.max_steps,
+            "global_batch": args.batch_size, "seq_len": args.seq_len, "learning_rate": args.learning_rate, "losses": losses,
             "step_times_s": step_times, "unsharded_bytes": unsharded,
             "per_process_bytes": sorted(per_process, key=lambda r: r["rank"]),
             "checkpoint": str(saved) if saved else None, "torch": torch.__version__,
