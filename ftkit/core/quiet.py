@@ -73,6 +73,23 @@ def quiet_loading():
 
 
 @contextlib.contextmanager
+def quiet_gguf():
+    """Around reading a GGUF checkpoint: no "Converting and de-quantizing GGUF tensors" bar (transformers draws it with
+    a plain tqdm that nothing turns off; the built-in model's first use shows its own one-line progress instead)."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf
+
+    original = gguf.tqdm
+    if not verbose():
+        gguf.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf.tqdm = original
+
+
+@contextlib.contextmanager
 def quiet_training():
     """Around preparing data and building a trainer: no dataset-preparation bars (ftkit's "Map", TRL's "Tokenizing
     train dataset", "Truncating ...": about ten per run) and no library deprecation warnings."""
