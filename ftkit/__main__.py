@@ -72,19 +72,20 @@ def cmd_finetune(args) -> int:
     from ftkit.core.data import profile_dataset
     from ftkit.core.models import load_model
     from ftkit.core.profiles import get_profile
-    from ftkit.core.train import evaluate_task, resolve_hyperparameters, run_experiment
+    from ftkit.core.hparams import resolve
+    from ftkit.core.train import evaluate_task, run_experiment
 
     profile = get_profile(args.profile)
     check_model(args.model)
     model = args.model or profile.model
     overrides = {} if args.lr is None else {"learning_rate": args.lr}
-    resolve_hyperparameters(args.method, None, profile, overrides)  # refused here, before the base model is scored
+    hp = resolve(args.method, None, profile, overrides)  # refused here, before the base model is scored
     data = profile_dataset(profile)
     splits = ("test", "heldout")
     base, tokenizer = load_model(model, "full", precision=profile.precision, device=profile.device)
     before = {split: evaluate_task(base, tokenizer, data[split], batch_size=profile.gen_batch_size)[0] for split in splits}
     del base
-    result = run_experiment(args.method, profile=profile, model=model, data=data, score_splits=splits, **overrides)
+    result = run_experiment(args.method, hp, profile=profile, model=model, data=data, score_splits=splits)
     hp = result.hyperparameters
     print(f"\n{model}, {args.method}, profile {profile.name!r}: {hp['max_steps']} steps of {hp['batch_size']}, "
           f"lr {hp['learning_rate']:g}, {result.wall_time_s:.0f} s of training")

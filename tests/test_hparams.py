@@ -1,6 +1,5 @@
 """ftkit.Hyperparameters: defaults per profile and method, keyword overrides, num_epochs, use_rslora, keep_model."""
 
-import math
 from dataclasses import replace
 
 import pytest
@@ -79,8 +78,8 @@ def test_num_epochs_trains_the_steps_it_implies_and_keep_model(profile, tiny_dat
                  gradient_accumulation_steps=2)
     r = ftkit.run_experiment("lora", hp, profile=profile, model="tiny-random", data=tiny_data, eval_every=4,
                              score_splits=(), save=False, progress=False, keep_model=False, lora_r=4)
-    expected = math.ceil(2 * len(tiny_data["train"]) / (4 * 2))
-    assert r.losses("train_loss")[0] == list(range(1, expected + 1)) and hp.steps(len(tiny_data["train"])) == expected
+    assert len(tiny_data["train"]) == 32
+    assert r.losses("train_loss")[0] == list(range(1, 9)) and hp.steps(32) == 8  # what the Trainer ran, counted
     assert r.trained_model is None  # keep_model=False: a sweep keeps numbers, not models
     assert r.hyperparameters == {**hp.as_dict(), "lora_r": 4, "lora_alpha": 8}  # the override, alpha resolved
     assert r.trainable_params > 0
@@ -94,3 +93,44 @@ def test_use_rslora_reaches_peft(use_rslora, scale):
     hp = ftkit.Hyperparameters(**{**ftkit.default_hyperparameters("lora").as_dict(), "lora_r": 4, "lora_alpha": 16,
                                   "use_rslora": use_rslora})
     assert hp.scaling == scale
+
+
+def test_settings_are_resolved_once_and_passed_on_whole(profile, monkeypatch):
+    """run_experiment resolves its settings once; what it hands on (to loading, to the trainer) is that object, not
+    keywords to resolve again. load_model takes only the settings that shape a model."""
+    from ftkit.core import hparams, train
+
+    hp = ftkit.default_hyperparameters("lora", profile)
+    assert with_overrides(hp, {}) is hp  # nothing to override: the same object, checked once already
+    calls = []
+    monkeypatch.setattr(train, "resolve", lambda *a, **k: calls.append(a) or hparams.resolve(*a, **k))
+    seen = {}
+
+    def stop(*args, hp=None, **kwargs):
+        seen["hp"] = hp
+        raise RuntimeError("stop before loading")
+
+    monkeypatch.setattr(train, "load_model", stop)
+    with pytest.raises(RuntimeError, match="stop before loading"):
+        ftkit.run_experiment("lora", hp, profile=profile, model="tiny-random", lora_r=4)
+    assert len(calls) == 1 and seen["hp"].lora_r == 4 and seen["hp"].alpha == 8
+    with pytest.raises(TypeError, match="learning_rate.*training settings go to run_experiment"):
+        ftkit.load_model("tiny-random", "lora", learning_rate=1e-3)
+
+
+def test_the_training_seed_does_not_choose_the_data(profile, monkeypatch):
+    """seed is the training's (adapter init, batch order, dropout); the default dataset's records come from
+    data_seed, 0 unless given: two seeds compare on the same data."""
+    from ftkit.core import train
+
+    asked = []
+
+    def fake_dataset(profile, seed=0):
+        asked.append(seed)
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(train, "profile_dataset", fake_dataset)
+    for kwargs in (dict(seed=1), dict(seed=2, data_seed=5)):
+        with pytest.raises(RuntimeError, match="stop before training"):
+            ftkit.run_experiment("lora", profile=profile, model="tiny-random", **kwargs)
+    assert asked == [0, 5]

@@ -1,6 +1,7 @@
 """LoRA from scratch (ftkit.chapters.methods.lora): the step-0 identity, the parameter formula, merging, and agreement with peft."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -107,7 +108,8 @@ def ours_and_peft():
     model, tok = ftkit.load_model("smollm2-135m", "full")
     ours = add_lora(copy.deepcopy(model), r=8, alpha=16)
     randomize_B(ours)
-    theirs = get_peft_model(model, lora_config(r=8, alpha=16, dropout=0.0, target_modules=list(LINEAR_NAMES)))
+    hp = replace(ftkit.default_hyperparameters("lora"), lora_r=8, lora_alpha=16, target_modules=LINEAR_NAMES)
+    theirs = get_peft_model(model, lora_config(hp))
     assert copy_to_peft(ours, theirs) == 30 * len(LINEAR_NAMES)
     return ours.eval(), theirs.eval(), tok
 

@@ -30,13 +30,13 @@ def test_early_stopping_restores_the_best_weights(profile, tiny_data):
                                   early_stopping_patience=2, save=False, score_splits=(), progress=False)
     steps, losses = result.losses("eval_loss")
     assert steps[-1] < 8, f"the curve {losses} should rise and stop the run early"
-    assert result.best_step == steps[losses.index(min(losses))] < steps[-1]
+    assert result.restored_step == steps[losses.index(min(losses))] < steps[-1]
     hp = ftkit.Hyperparameters(**result.hyperparameters)
     restored = ftkit.eval_loss(result.trained_model, ftkit.load_tokenizer("tiny-random"), tiny_data, profile, hp)
     assert restored == pytest.approx(min(losses), rel=1e-4)
     assert restored != pytest.approx(losses[-1], rel=1e-3)
     stop, best = overfit.early_stop(losses, 2)  # the replay of the rule agrees with the real callback
-    assert (steps[stop], steps[best]) == (steps[-1], result.best_step)
+    assert (steps[stop], steps[best]) == (steps[-1], result.restored_step)
 
 
 def test_a_remedy_run_is_deterministic_and_cached(profile, tiny_rows):
@@ -57,7 +57,7 @@ def test_weight_decay_is_not_in_the_logged_loss(profile, tiny_rows):
     plain = overfit.overfit_run("baseline", profile, model="tiny-random", progress=False)
     decay = overfit.overfit_run("weight decay", profile, model="tiny-random", keep_model=True, progress=False)
     assert decay.losses("train_loss")[1][0] == pytest.approx(plain.losses("train_loss")[1][0], rel=1e-6)
-    assert decay.adapter["delta_W"] > 0 and decay.result.trained_model is not None
+    assert decay.adapter["delta_W"] > 0 and decay.trained_model is not None
     assert overfit.validation_loss(decay, profile) == pytest.approx(decay.losses("eval_loss")[1][-1], rel=1e-4)
 
 
@@ -108,8 +108,10 @@ def fake_row(name, seed, curve, em=0.25, restored=None):
     history = []
     for i, v in enumerate(curve, 1):
         history += [{"step": i, "train_loss": 0.01 * v, "learning_rate": 1e-3}, {"step": i, "eval_loss": v}]
-    return overfit.Row(remedy=name, seed=seed, history=history, seconds=len(curve), steps=len(curve),
-                       planned_steps=4, restored_step=restored, heldout={"exact_match": em}, answers=[], leaks=[],
+    remedy = overfit.REMEDIES[name]
+    return overfit.Row(method="lora", model="tiny-random", hyperparameters={"seed": seed}, history=history,
+                       wall_time_s=len(curve), restored_step=restored, remedy=name, strategy=remedy.strategy,
+                       changes=remedy.changes, claim=remedy.claim, planned_steps=4, heldout={"exact_match": em},
                        adapter={"A": 1.0, "B": 1.0, "delta_W": 1.0})
 
 
@@ -179,3 +181,19 @@ def test_each_profile_trains_its_remedies(monkeypatch):
     assert overfit.profile_remedies(["lower LR", "baseline"], cpu) == ["lower LR", "baseline"]
     with pytest.raises(ValueError, match="choose one of"):
         overfit.profile_remedies(["dropout please"], ci)
+
+
+def test_a_remedy_is_one_dict_of_changes_and_a_row_carries_it():
+    """Hyperparameters, data and early stopping are declared in one dict per remedy; a misspelt name is refused
+    there, and the analysis reads what a row changed from the row itself."""
+    from ftkit.chapters.overfitting.remedies import Remedy, describe
+
+    with pytest.raises(ValueError, match="not wieght_decay"):
+        Remedy("2. regularization", {"wieght_decay": 0.1})
+    four = overfit.REMEDIES["4x records"]
+    assert (four.hp, four.data, four.patience) == ({}, {"n_train_factor": 4}, None)
+    assert overfit.REMEDIES["early stopping"].patience == 3
+    assert describe({"weight_decay": 0.1, "lora_dropout": 0.1}) == "weight_decay=0.1, lora_dropout=0.1"
+    assert describe({"n_train_factor": 4}) == "4x the records" and describe({}) == "—"
+    row = fake_row("weight decay", 0, [0.5, 0.1, 0.2, 0.3])
+    assert (row.setting, row.claim, row.seed) == ("weight_decay=0.1", "3.weight-decay", 0)

@@ -3,16 +3,17 @@ import matplotlib.pyplot as plt
 import ftkit
 
 
-def fake_result(method="lora", best_step=None):
+def fake_result(method="lora", restored_step=None):
     history = [{"step": s, "train_loss": 2.0 / s, "learning_rate": 1e-3 * (1 - s / 10), "grad_norm": 1.0}
                for s in range(1, 9)]
     history += [{"step": s, "eval_loss": 1.5 / s} for s in (4, 8)]
-    return ftkit.Result(method=method, model="tiny-random", hyperparameters={}, history=history, best_step=best_step)
+    return ftkit.Result(method=method, model="tiny-random", hyperparameters={}, history=history,
+                        restored_step=restored_step)
 
 
 def test_plot_losses_draws_train_and_validation_on_the_given_axes():
     fig, ax = plt.subplots()
-    assert ftkit.plot_losses(fake_result(best_step=4), ax=ax) is ax
+    assert ftkit.plot_losses(fake_result(restored_step=4), ax=ax) is ax
     labels = [line.get_label() for line in ax.get_lines()]
     assert "lora train" in labels and "lora validation" in labels
     validation = next(line for line in ax.get_lines() if line.get_label() == "lora validation")

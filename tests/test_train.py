@@ -91,7 +91,7 @@ def test_early_stopping_keeps_the_best_step(profile, tiny_data):
     r = run(profile, tiny_data, max_steps=8, eval_every=1, learning_rate=0.05, early_stopping_patience=1,
             score_splits=())
     steps, losses = r.losses("eval_loss")
-    assert r.best_step == steps[losses.index(min(losses))]
+    assert r.restored_step == r.best_step == steps[losses.index(min(losses))]  # restored: the argmin
 
 
 @pytest.mark.parametrize("kwargs, message", [

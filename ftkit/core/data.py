@@ -417,6 +417,17 @@ def score_text(predictions: list[str], references: list[str]) -> dict:
     return {"exact_match": exact / len(predictions), "n": len(predictions)}
 
 
+def prompt_text(tokenizer, conversation: list[dict]) -> str:
+    """The chat template's text that asks for the assistant's reply to a conversation (its last turn the user's):
+    what generation continues, and what a loss on the answer alone masks."""
+    return tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+
+
+def prompt_length(tokenizer, messages: list[dict]) -> int:
+    """Tokens before the answer in a whole [user, assistant] conversation: the ones a loss on the answer masks."""
+    return len(tokenizer(prompt_text(tokenizer, messages[:-1]), add_special_tokens=False)["input_ids"])
+
+
 def course_batch(tokenizer, rows, max_len: int) -> dict:
     """One padded batch of whole course conversations (labels = input ids, padding masked with -100).
     Used by ftkit.compare and notebooks/01_methods/03_three_methods_side_by_side.ipynb to measure one step."""

@@ -171,6 +171,8 @@ def with_overrides(hp: Hyperparameters, overrides: dict, *, caller: str = "run_e
     if unknown:
         raise TypeError(f"{caller}() got unknown hyperparameter(s) {', '.join(unknown)}; the hyperparameters are: "
                         f"{', '.join(NAMES)}")
+    if not overrides:
+        return hp
     overrides = dict(overrides)
     if "max_steps" in overrides and "num_epochs" in overrides:
         if overrides["max_steps"] is not None and overrides["num_epochs"] is not None:
@@ -182,3 +184,25 @@ def with_overrides(hp: Hyperparameters, overrides: dict, *, caller: str = "run_e
     elif "max_steps" in overrides and overrides["max_steps"] is not None:
         overrides["num_epochs"] = None
     return replace(hp, **overrides)
+
+
+def resolve(method: str, hp: Hyperparameters | None, profile, overrides: dict, caller: str = "run_experiment"
+            ) -> Hyperparameters:
+    """The settings of one run, resolved once where it is asked for: hp (or the defaults for method and profile)
+    with the keyword overrides applied and checked. Everything after receives the Hyperparameters, never keywords."""
+    check_method(method)
+    return with_overrides(hp if hp is not None else default_hyperparameters(method, profile), overrides,
+                          caller=caller)
+
+
+# The fields that shape a loaded model (its adapters, gradient checkpointing): what load_model takes.
+LOADING_NAMES = ("lora_r", "lora_alpha", "lora_dropout", "use_rslora", "target_modules", "gradient_checkpointing")
+
+
+def loading_settings(method: str, hp: Hyperparameters | None, overrides: dict) -> Hyperparameters:
+    """resolve() for load_model: only the fields that shape the model can be given as keywords."""
+    other = sorted(set(overrides) - set(LOADING_NAMES))
+    if other:
+        raise TypeError(f"load_model() got {', '.join(other)}: it takes the settings that shape the model "
+                        f"({', '.join(LOADING_NAMES)}); training settings go to run_experiment.")
+    return resolve(method, hp, None, overrides, caller="load_model")

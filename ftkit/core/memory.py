@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ftkit.core.configs import config_for
-from ftkit.core.hparams import check_method
+from ftkit.core.hparams import check_method, loading_settings
 from ftkit.core.models import (
     autocast,
     cast_qlora_adapters,
@@ -230,7 +230,8 @@ def random_model(config, method: str = "full", *, precision: str = "fp32", lora_
     if method in ("lora", "qlora"):
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora_config(lora_r, dropout=0.0, target_modules=target_modules))
+        model = get_peft_model(model, lora_config(loading_settings(method, None, {"lora_r": lora_r,
+                                                                             "target_modules": target_modules})))
     if method == "qlora":
         cast_qlora_adapters(model, precision)  # as ftkit.load_model and TRL's SFTTrainer have them
     return model

@@ -5,12 +5,13 @@ Used in every notebook: `model, tokenizer = ftkit.load_model(profile.model, "lor
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 from typing import TYPE_CHECKING
 
 from ftkit.core.builtin import model_path
-from ftkit.core.hparams import check_lora, check_method, lora_alpha_of
+from ftkit.core.hparams import Hyperparameters, check_method, loading_settings
 
 if TYPE_CHECKING:  # torch is imported where it is used, so the doctor can report a missing torch
     import torch
@@ -64,20 +65,14 @@ def nf4_config(precision: str, double_quant: bool = True):
                               bnb_4bit_compute_dtype=torch_dtype(precision))
 
 
-def lora_config(r: int = 16, alpha: int | None = None, dropout: float = 0.0, target_modules="all-linear",
-                use_rslora: bool = False):
-    """peft's LoraConfig for a causal LM; alpha defaults to 2 r (the theory's rule of thumb).
-
-    dropout defaults to 0: it is a regularizer for long runs (chapter 3 measures it), and on a CPU its random
-    masks cost about a third of a LoRA step (135M model, 8 x 91 tokens: 3.1 s/step without, 4.5 s with 0.05).
-    use_rslora: scale the update by alpha / sqrt(r) instead of alpha / r (rank-stabilised LoRA)."""
+def lora_config(hp: Hyperparameters):
+    """peft's LoraConfig for a causal LM from a run's settings: rank, alpha as used (hp.alpha: 2 r unless given),
+    dropout, target modules, and rsLoRA's alpha / sqrt(r) scale with use_rslora."""
     from peft import LoraConfig
 
-    check_lora(r, alpha, dropout)
-    if isinstance(target_modules, tuple):
-        target_modules = list(target_modules)
-    return LoraConfig(r=r, lora_alpha=lora_alpha_of(r, alpha), lora_dropout=dropout, target_modules=target_modules,
-                      use_rslora=use_rslora, task_type="CAUSAL_LM")
+    target_modules = list(hp.target_modules) if isinstance(hp.target_modules, tuple) else hp.target_modules
+    return LoraConfig(r=hp.lora_r, lora_alpha=hp.alpha, lora_dropout=hp.lora_dropout, target_modules=target_modules,
+                      use_rslora=hp.use_rslora, task_type="CAUSAL_LM")
 
 
 def load_tokenizer(name: str):
@@ -121,12 +116,25 @@ def upcast_outside_linears(model):
     return model
 
 
+@contextlib.contextmanager
+def evaluating(model):
+    """A block in eval mode without gradients (dropout off), then the model back in the mode it was in: a model
+    measured between training steps goes on training as before."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
 def forward_autocast(model):
     """The autocast a model's forward needs outside the Trainer: a LoRA base upcast by upcast_outside_linears (fp32
     embeddings, norms and lm_head around 16-bit linears) runs its matmuls under autocast to the linears' dtype, as in
     training; every other model runs as it is (a disabled autocast)."""
-    import contextlib
-
     import torch
 
     device = next(model.parameters()).device.type
@@ -218,15 +226,18 @@ def cast_qlora_adapters(model: torch.nn.Module, precision: str) -> torch.nn.Modu
 
 
 def load_model(name: str, method: str = "lora", *, precision: str = "fp32", device: str = "cpu",
-               lora_r: int = 16, lora_alpha: int | None = None, lora_dropout: float = 0.0, use_rslora: bool = False,
-               target_modules="all-linear", gradient_checkpointing: bool = False,
-               upcast_frozen_to_fp32: bool | None = None):
+               hp: Hyperparameters | None = None, upcast_frozen_to_fp32: bool | None = None, **settings):
     """Load (model, tokenizer) for one method: "full" (all weights trainable, fp32 master weights),
     "lora" (frozen base in `precision` + fp32 adapters, peft's default) or "qlora" (frozen NF4 base + adapters
-    in adapter_precision: bf16 as TRL's SFTTrainer trains them, fp32 under fp16). upcast_frozen_to_fp32: the
-    preparation, see prepare_for_training (None: default_upcast, lean except under fp16)."""
-    peft_cfg = lora_config(lora_r, lora_alpha, lora_dropout, target_modules, use_rslora) if method != "full" else None
-    model = load_base(name, method, precision=precision, device=device, gradient_checkpointing=gradient_checkpointing,
+    in adapter_precision: bf16 as TRL's SFTTrainer trains them, fp32 under fp16).
+
+    hp: the run's settings, of which loading uses those that shape the model: the adapters' lora_r, lora_alpha,
+    lora_dropout, use_rslora, target_modules, and gradient_checkpointing (default: the course's). Any of them can be
+    given as a keyword instead, `load_model(name, "lora", lora_r=8)`. upcast_frozen_to_fp32: the preparation, see
+    prepare_for_training (None: default_upcast, lean except under fp16)."""
+    hp = loading_settings(method, hp, settings)
+    peft_cfg = lora_config(hp) if method != "full" else None
+    model = load_base(name, method, precision=precision, device=device, gradient_checkpointing=hp.gradient_checkpointing,
                       upcast_frozen_to_fp32=upcast_frozen_to_fp32)
     if peft_cfg is not None:
         from peft import get_peft_model

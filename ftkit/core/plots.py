@@ -18,7 +18,8 @@ def _axes(ax):
 
 
 def plot_losses(results, ax=None, title: str = "Loss: train vs validation"):
-    """Train (thin) and validation (thick, dots) loss per step of one Result or a {label: Result} dict."""
+    """Train (thin) and validation (thick, dots) loss per step of one Result or a {label: Result} dict; a dotted line
+    at the step early stopping restored, if any."""
     ax = _axes(ax)
     results = results if isinstance(results, dict) else {results.method: results}
     for i, (label, result) in enumerate(results.items()):
@@ -27,8 +28,8 @@ def plot_losses(results, ax=None, title: str = "Loss: train vs validation"):
         steps, values = result.losses("eval_loss")
         if steps:
             ax.plot(steps, values, "o-", color=color, lw=2, ms=4, label=f"{label} validation")
-        if result.best_step is not None:
-            ax.axvline(result.best_step, color=color, ls=":", lw=1)
+        if result.restored_step is not None:  # early stopping: the step whose weights the run kept
+            ax.axvline(result.restored_step, color=color, ls=":", lw=1)
     ax.set(xlabel="step", ylabel="loss (cross-entropy)", title=title)
     ax.legend(fontsize=7)
     return ax

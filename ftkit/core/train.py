@@ -19,18 +19,13 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from ftkit.core.data import profile_dataset, score
+from ftkit.core.data import profile_dataset, prompt_text, score
 from ftkit.core.emulation import attach_grad_scaler
-from ftkit.core.hparams import (
-    Hyperparameters,
-    check_method,
-    check_run,
-    default_hyperparameters,
-    with_overrides,
-)
+from ftkit.core.hparams import Hyperparameters, check_run, default_hyperparameters, resolve
 from ftkit.core.models import (
     cast_qlora_adapters,
     count_parameters,
+    evaluating,
     forward_autocast,
     is_quantized,
     load_model,
@@ -55,7 +50,7 @@ class Result:
     total_params: int = 0
     saved_bytes: int = 0  # size on disk of what was saved: the adapter, or the whole model for full FT
     output_dir: str = ""  # where checkpoints and the final save are kept ("" when none was asked for)
-    best_step: int | None = None  # with early stopping: the step whose weights were kept
+    restored_step: int | None = None  # with early stopping: the step whose weights were restored and kept
     scores: dict = field(default_factory=dict)  # split -> {"exact_match", "field_accuracy", ...}
     samples: dict = field(default_factory=dict)  # split -> first few generated answers
     trained_model: object = field(default=None, repr=False)  # the model (None if keep_model=False); never serialised
@@ -64,6 +59,22 @@ class Result:
         """(steps, values) of "train_loss", "eval_loss", "learning_rate" or "grad_norm"."""
         rows = [h for h in self.history if kind in h]
         return [h["step"] for h in rows], [h[kind] for h in rows]
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps the run made (fewer than planned when early stopping stopped it)."""
+        return max((h["step"] for h in self.history), default=0)
+
+    @property
+    def best_step(self) -> int | None:
+        """The step of the lowest validation loss logged (None when none was)."""
+        steps, values = self.losses("eval_loss")
+        return steps[values.index(min(values))] if values else None
+
+    @property
+    def best_val(self) -> float:
+        """The lowest validation loss logged (nan when none was)."""
+        return min(self.losses("eval_loss")[1], default=math.nan)
 
     def final(self, kind: str = "eval_loss") -> float:
         """The last logged value of a history series (nan when never logged)."""
@@ -151,9 +162,7 @@ def load_for_training(method: str, hp: Hyperparameters, profile: Profile, model:
                       upcast_frozen_to_fp32: bool | None = None):
     """(model, tokenizer) of a model name set up for one method with hp's adapters, checked against the profile's
     sequence length."""
-    net, tokenizer = load_model(model, method, precision=profile.precision, device=profile.device, lora_r=hp.lora_r,
-                                lora_alpha=hp.alpha, lora_dropout=hp.lora_dropout, use_rslora=hp.use_rslora,
-                                target_modules=hp.target_modules, gradient_checkpointing=hp.gradient_checkpointing,
+    net, tokenizer = load_model(model, method, precision=profile.precision, device=profile.device, hp=hp,
                                 upcast_frozen_to_fp32=upcast_frozen_to_fp32)
     if profile.max_seq_len > net.config.max_position_embeddings:
         raise ValueError(f"max_seq_len={profile.max_seq_len} is longer than the model's context "
@@ -214,20 +223,12 @@ class OverflowGuard(TrainerCallback):
                 "profile = dataclasses.replace(profile, precision='fp32').")
 
 
-def resolve_hyperparameters(method: str, hp: Hyperparameters | None, profile: Profile, overrides: dict,
-                            caller: str = "run_experiment") -> Hyperparameters:
-    """hp (or the defaults for method and profile) with the keyword overrides applied."""
-    check_method(method)
-    return with_overrides(hp if hp is not None else default_hyperparameters(method, profile), overrides,
-                          caller=caller)
-
-
 def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, profile: Profile | None = None,
                    model: str | None = None, data=None, eval_every: int | None = None,
                    early_stopping_patience: int | None = None, save_every: int | None = None,
                    output_dir: str | None = None, resume: bool = False, save: bool = True, score_splits=("test",),
                    callbacks=(), progress: bool = True, keep_model: bool = True,
-                   upcast_frozen_to_fp32: bool | None = None,
+                   upcast_frozen_to_fp32: bool | None = None, data_seed: int = 0,
                    **overrides) -> Result:
     """Fine-tune `model` (a name) with `method` on `data` (default: the course dataset) and measure everything.
 
@@ -240,6 +241,8 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
     early_stopping_patience: stop when validation loss has not improved for that many evaluations and keep the best.
     score_splits: dataset splits on which to generate answers and score them after training.
     keep_model: keep the trained model in result.trained_model (False where many results are kept, as in a sweep).
+    data_seed: which records the default dataset draws (0: the course's); hp.seed is the training's own seed (the
+        adapters' init, the order of the batches, dropout), so two seeds compare on the same data.
     upcast_frozen_to_fp32: LoRA and QLoRA; True keeps the frozen weights outside the decoder's linear layers
         (embeddings, norms, lm_head) in fp32 (for QLoRA: peft's prepare_model_for_kbit_training), False leaves them in
         the compute dtype (lean), None (default) is False except under fp16 (ftkit.models.default_upcast).
@@ -247,9 +250,9 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
     from transformers import set_seed
 
     profile = profile or get_profile()
-    hp = resolve_hyperparameters(method, hp, profile, overrides)
+    hp = resolve(method, hp, profile, overrides)
     model_name = model or profile.model
-    data = data if data is not None else profile_dataset(profile, seed=hp.seed)
+    data = data if data is not None else profile_dataset(profile, seed=data_seed)
     check_run(hp, n_train=len(data["train"]), device=profile.device)
     set_seed(hp.seed)
     net, tokenizer = load_for_training(method, hp, profile, model_name, upcast_frozen_to_fp32)
@@ -261,7 +264,7 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
     result = measure_run(trainer, Result(method=method, model=model_name, hyperparameters=hp.as_dict(),
                                          output_dir=output_dir), resume=resume)
     if early_stopping_patience is not None and trainer.state.best_model_checkpoint:
-        result.best_step = _checkpoint_step(trainer.state.best_model_checkpoint)
+        result.restored_step = _checkpoint_step(trainer.state.best_model_checkpoint)
     if save:
         final_dir = Path(output_dir) / "final"
         with quiet_loading():
@@ -367,28 +370,24 @@ def history_of(log_history: list[dict]) -> list[dict]:
     return rows
 
 
-@torch.no_grad()
 def generate_answers(model, tokenizer, conversations: list[list[dict]], *, batch_size: int = 16,
                      max_new_tokens: int = 48, progress: bool = True) -> list[str]:
     """Greedy answers of a chat model to each conversation (its last turn is the user's), the same decoding on every
     model (see greedy_config)."""
     from tqdm.auto import tqdm
 
-    was_training = model.training
-    model.eval()
     tokenizer.padding_side = "left"  # batched generation continues each prompt from its real end
     device = next(model.parameters()).device
     config = greedy_config(model, tokenizer, max_new_tokens)
     answers = []
     batches = range(0, len(conversations), batch_size)
-    for i in tqdm(batches, desc="generating", disable=not progress or len(batches) < 2):
-        prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-                   for c in conversations[i:i + batch_size]]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        with own_generation_config(model, config), forward_autocast(model):
-            out = model.generate(**enc, generation_config=config)
-        answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    model.train(was_training)
+    with evaluating(model):
+        for i in tqdm(batches, desc="generating", disable=not progress or len(batches) < 2):
+            prompts = [prompt_text(tokenizer, c) for c in conversations[i:i + batch_size]]
+            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            with own_generation_config(model, config), forward_autocast(model):
+                out = model.generate(**enc, generation_config=config)
+            answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return answers
 
 

@@ -18,7 +18,8 @@ from ftkit.core.configs import config_for, model_shape
 from ftkit.core.estimate import GPUS, estimate_memory, estimate_peak
 from ftkit.core.hparams import Hyperparameters
 from ftkit.core.memory import GB
-from ftkit.core.models import autocast, cast_qlora_adapters, load_base
+from ftkit.core.data import prompt_text
+from ftkit.core.models import autocast, cast_qlora_adapters, evaluating, load_base
 from ftkit.core.quiet import quiet_loading
 from ftkit.core.runtime import drive_dir, in_colab
 from ftkit.core.train import history_of
@@ -176,20 +177,16 @@ def reload_adapter(model: str, adapter_dir, *, precision: str, device: str):
     return cast_qlora_adapters(PeftModel.from_pretrained(base, str(adapter_dir)), precision).eval()  # as trained
 
 
-@torch.no_grad()
 def prompt_logits(model, tokenizer, conversations: list[list[dict]], precision: str = "fp32") -> list[torch.Tensor]:
     """The model's logits (fp32, on the CPU) for each prompt, computed under `precision` autocast as in training
     (the Trainer leaves its autocast on the trained model's forward), to compare two models without holding both."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     out = []
-    for conversation in conversations:
-        text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
-        with autocast(precision, device.type):
-            out.append(model(input_ids=ids).logits.float().cpu())
-    model.train(was_training)
+    with evaluating(model):
+        for conversation in conversations:
+            ids = tokenizer(prompt_text(tokenizer, conversation), return_tensors="pt", add_special_tokens=False)
+            with autocast(precision, device.type):
+                out.append(model(input_ids=ids["input_ids"].to(device)).logits.float().cpu())
     return out
 
 

@@ -11,9 +11,10 @@ import matplotlib.pyplot as plt
 
 from ftkit.chapters.hyperparameters.sizes import sizes
 from ftkit.core.data import profile_dataset
+from ftkit.core.hparams import resolve
 from ftkit.core.plots import plot_losses, plot_lr
 from ftkit.core.profiles import Profile, get_profile
-from ftkit.core.train import Result, resolve_hyperparameters, run_experiment
+from ftkit.core.train import Result, run_experiment
 
 
 def explore_run(method: str = "lora", *, profile: Profile | None = None, data=None, max_steps: int | None = None,
@@ -58,11 +59,9 @@ def explore(method: str = "lora", *, profile: Profile | None = None, data=None, 
     """An ipywidgets panel over the six hyperparameters: press Train to run a short training and redraw the curves.
     Without a widget front end (nbmake, a terminal) it trains once with the defaults and draws once; returns that
     run's Result (or the panel)."""
-
-
     profile = profile or get_profile()
     data = data if data is not None else profile_dataset(profile)
-    defaults = resolve_hyperparameters(method, None, profile, {})
+    defaults = resolve(method, None, profile, {})
     start = {"learning_rate": defaults.learning_rate, "batch_size": defaults.batch_size, "lora_r": defaults.lora_r,
              "lora_alpha": defaults.alpha, "num_epochs": None, "warmup_steps": 0}
     if not (has_widget_frontend() if widgets is None else widgets):

@@ -10,7 +10,7 @@ from dataclasses import replace
 import torch
 from transformers import set_seed
 
-from ftkit.core.data import course_batch, profile_dataset
+from ftkit.core.data import course_batch, profile_dataset, prompt_length
 from ftkit.core.models import autocast, load_model
 from ftkit.core.profiles import Profile, get_profile
 from ftkit.core.train import eval_loss, run_experiment
@@ -56,8 +56,7 @@ def answer_batch(tokenizer, rows, max_len: int = 128) -> dict:
     batch = course_batch(tokenizer, rows, max_len)
     tokenizer.padding_side = side
     for i, row in enumerate(rows):
-        prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=False)
-        batch["labels"][i, :len(tokenizer(prompt, add_special_tokens=False)["input_ids"])] = -100
+        batch["labels"][i, :prompt_length(tokenizer, row["messages"])] = -100
     return batch
 
 

@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from ftkit.core.data import profile_dataset
-from ftkit.core.hparams import NAMES, Hyperparameters
+from ftkit.core.hparams import NAMES, Hyperparameters, resolve
 from ftkit.core.plots import _axes
 from ftkit.core.profiles import Profile, get_profile
-from ftkit.core.train import Result, resolve_hyperparameters, run_experiment
+from ftkit.core.train import Result, run_experiment
 
 LOG_SCALE = ("learning_rate", "weight_decay")  # swept over orders of magnitude: plotted on a log axis
 # The six hyperparameters of theory.md section 2: the explorer's controls and the chapter's sweeps.
@@ -140,7 +140,7 @@ def sweep_hyperparameters(name: str, values, method: str = "lora", *, profile: P
     out = []
     for value in values:
         try:
-            out.append(resolve_hyperparameters(method, hp, profile, {**fixed, name: value}, caller="sweep"))
+            out.append(resolve(method, hp, profile, {**fixed, name: value}, caller="sweep"))
         except (TypeError, ValueError) as err:
             raise ValueError(f"sweep: {name}={value!r} is refused: {err}") from err
     return out
@@ -148,19 +148,17 @@ def sweep_hyperparameters(name: str, values, method: str = "lora", *, profile: P
 
 def sweep(name: str, values, method: str = "lora", *, profile: Profile | None = None, data=None,
           hp: Hyperparameters | None = None, score_splits=(), eval_every: int | None = None, progress: bool = True,
-          **fixed) -> SweepResult:
+          data_seed: int = 0, **fixed) -> SweepResult:
     """Train once per value of hyperparameter `name`, everything else fixed (hp, then the keyword overrides `fixed`).
 
     Cheaper than separate default runs, with the same numbers (tests/test_sweep.py checks it): the dataset is built
     once; each run evaluates only at its end unless eval_every is given, saves nothing, scores only score_splits, and
     keeps no model. Loading the base model again costs 0.1-0.3 s of a run here, so each run loads its own.
-    One progress bar counts the steps of the whole sweep.
+    One progress bar counts the steps of the whole sweep. data_seed: which records the default dataset draws.
     """
-
-
     profile = profile or get_profile()
     hps = sweep_hyperparameters(name, values, method, profile=profile, hp=hp, **fixed)
-    data = data if data is not None else profile_dataset(profile, seed=hps[0].seed)
+    data = data if data is not None else profile_dataset(profile, seed=data_seed)
     n_train = len(data["train"])
     bar = tqdm(total=sum(h.steps(n_train) for h in hps), desc=f"sweep {name}", disable=not progress)
     start, results = time.perf_counter(), []

@@ -12,7 +12,7 @@ from .analysis import (
     scoreboard_table,
     summary,
 )
-from .remedies import REMEDIES, describe, overfit_data, profile_remedies
+from .remedies import REMEDIES, overfit_data, profile_remedies
 from .rows import (
     Row,
     adapter_norms,
@@ -34,7 +34,7 @@ from .verdicts import (
 )
 
 __all__ = [
-    "adapter_norms", "describe", "early_stop", "early_stopping_verdict", "find_leaks", "overfit_data",
+    "adapter_norms", "early_stop", "early_stopping_verdict", "find_leaks", "overfit_data",
     "overfit_rows", "overfit_run", "overfitting_verdict", "penalty_verdict", "per_example_losses",
     "plot_scoreboard", "profile_remedies", "ranking", "REMEDIES", "remedy_verdict", "Row", "rows_dir",
     "scoreboard_table", "setup_of", "SETUPS", "share_rows", "summary", "time_saved", "validation_loss", "why"

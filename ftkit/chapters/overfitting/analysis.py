@@ -6,11 +6,9 @@ from __future__ import annotations
 import math
 import statistics
 
-import torch
-
-from ftkit.chapters.overfitting.remedies import REMEDIES, describe
 from ftkit.chapters.overfitting.rows import Row
-from ftkit.core.models import forward_autocast
+from ftkit.core.data import prompt_length
+from ftkit.core.models import evaluating, forward_autocast
 from ftkit.core.plots import _axes
 
 
@@ -36,20 +34,15 @@ def early_stop(losses: list[float], patience: int, threshold: float = 0.0) -> tu
 
 def per_example_losses(model, tokenizer, dataset) -> list[float]:
     """Mean cross-entropy on the answer tokens of each row (as validation loss counts them, one row at a time)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     losses = []
-    with torch.no_grad(), forward_autocast(model):
+    with evaluating(model), forward_autocast(model):
         for row in dataset:
-            prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=False)
             full = tokenizer.apply_chat_template(row["messages"], tokenize=False)
             ids = tokenizer(full, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
-            n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
             labels = ids.clone()
-            labels[:, :n_prompt] = -100
+            labels[:, :prompt_length(tokenizer, row["messages"])] = -100
             losses.append(model(input_ids=ids, labels=labels).loss.item())
-    model.train(was_training)
     return losses
 
 
@@ -67,7 +60,7 @@ def summary(rows: dict[str, list[Row]]) -> dict[str, dict]:
                      "kept_val": statistics.fmean(vals),
                      "kept_val_spread": max(vals) - min(vals), "gap": _mean(rs, lambda r: r.gap),
                      "heldout_em": _mean(rs, lambda r: r.heldout["exact_match"]),
-                     "steps": _mean(rs, lambda r: r.steps), "seconds": _mean(rs, lambda r: r.seconds),
+                     "steps": _mean(rs, lambda r: r.steps), "seconds": _mean(rs, lambda r: r.wall_time_s),
                      "leaks": _mean(rs, lambda r: len(r.leaks)), "seeds": len(rs)}
     return out
 
@@ -87,7 +80,7 @@ def scoreboard_table(rows: dict[str, list[Row]]) -> str:
     for name in rows:
         v = s[name]
         spread = f" ± {v['kept_val_spread'] / 2:.3f}" if v["seeds"] > 1 else ""
-        lines.append(f"| {name} | {REMEDIES[name].strategy} | {describe(name)} | {v['best_val']:.3f} | "
+        lines.append(f"| {name} | {rows[name][0].strategy} | {rows[name][0].setting} | {v['best_val']:.3f} | "
                      f"{v['kept_val']:.3f}{spread} | {v['gap']:.3f} | {v['heldout_em']:.0%} | {v['leaks']:.1f} | "
                      f"{v['steps']:.0f} | {v['seconds']:.0f} |")
     return "\n".join(lines)

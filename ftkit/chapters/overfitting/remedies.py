@@ -1,5 +1,5 @@
 """Chapter 3's remedies: each row of the scoreboard is the overfitting baseline with one thing changed (a
-hyperparameter, the data, or early stopping), declared once in REMEDIES."""
+hyperparameter, the data, or early stopping), declared once in REMEDIES, in one dict of changes per remedy."""
 
 from __future__ import annotations
 
@@ -7,31 +7,56 @@ from dataclasses import asdict, dataclass, field
 
 from ftkit.chapters.overfitting.sizes import setup_of
 from ftkit.core.data import load_course_dataset
+from ftkit.core.hparams import NAMES, Hyperparameters, resolve
 from ftkit.core.profiles import Profile, get_profile
+
+# What a remedy can change besides the Hyperparameters fields: the training data, and early stopping.
+DATA_CHANGES = ("templates_per_record", "noise", "n_train_factor")  # load_course_dataset's, n_train as a multiple
+PATIENCE = "early_stopping_patience"  # evaluations without improvement before stopping; the best step is restored
 
 
 @dataclass(frozen=True)
 class Remedy:
-    """One row of the scoreboard: the baseline with some hyperparameters, data settings or early stopping changed."""
+    """One row of the scoreboard: the baseline with `changes` applied."""
 
     strategy: str  # which of the theory's four strategies (section 3) it tests
-    hp: dict = field(default_factory=dict)  # Hyperparameters fields changed
-    data: dict = field(default_factory=dict)  # load_course_dataset arguments changed
-    patience: int | None = None  # early stopping on validation loss, best checkpoint restored
+    changes: dict = field(default_factory=dict)  # {name: value}: Hyperparameters fields, DATA_CHANGES or PATIENCE
     claim: str = ""  # the CLAIMS.md id its verdict speaks to
+
+    def __post_init__(self):
+        unknown = sorted(set(self.changes) - {*NAMES, *DATA_CHANGES, PATIENCE})
+        if unknown:
+            raise ValueError(f"A remedy can change a hyperparameter ({', '.join(NAMES)}), the data "
+                             f"({', '.join(DATA_CHANGES)}) or {PATIENCE}, not {', '.join(unknown)}")
+
+    @property
+    def hp(self) -> dict:
+        return {k: v for k, v in self.changes.items() if k in NAMES}
+
+    @property
+    def data(self) -> dict:
+        return {k: v for k, v in self.changes.items() if k in DATA_CHANGES}
+
+    @property
+    def patience(self) -> int | None:
+        return self.changes.get(PATIENCE)
+
+    @property
+    def setting(self) -> str:
+        return describe(self.changes)
 
 
 REMEDIES = {
     "baseline": Remedy("none: the overfitting setup"),
-    "early stopping": Remedy("1. early stopping", patience=3, claim="3.early-stopping"),
-    "weight decay": Remedy("2. regularization", hp={"weight_decay": 0.1}, claim="3.weight-decay"),
-    "lora dropout": Remedy("2. regularization", hp={"lora_dropout": 0.1}, claim="3.dropout"),
-    "decay + dropout": Remedy("2. regularization", hp={"weight_decay": 0.1, "lora_dropout": 0.1}, claim="3.dropout"),
-    "paraphrases": Remedy("3. more data / augmentation", data={"templates_per_record": 4}, claim="3.augmentation"),
-    "input noise": Remedy("3. more data / augmentation", data={"noise": 0.5}, claim="3.augmentation"),
-    "4x records": Remedy("3. more data / augmentation", data={"n_train": 4}, claim="3.more-data"),  # x n_train
-    "lower rank": Remedy("4. smaller rank / learning rate", hp={"lora_r": 8}, claim="3.lower-rank"),
-    "lower LR": Remedy("4. smaller rank / learning rate", hp={"learning_rate": 2e-4}, claim="3.lower-lr"),
+    "early stopping": Remedy("1. early stopping", {PATIENCE: 3}, claim="3.early-stopping"),
+    "weight decay": Remedy("2. regularization", {"weight_decay": 0.1}, claim="3.weight-decay"),
+    "lora dropout": Remedy("2. regularization", {"lora_dropout": 0.1}, claim="3.dropout"),
+    "decay + dropout": Remedy("2. regularization", {"weight_decay": 0.1, "lora_dropout": 0.1}, claim="3.dropout"),
+    "paraphrases": Remedy("3. more data / augmentation", {"templates_per_record": 4}, claim="3.augmentation"),
+    "input noise": Remedy("3. more data / augmentation", {"noise": 0.5}, claim="3.augmentation"),
+    "4x records": Remedy("3. more data / augmentation", {"n_train_factor": 4}, claim="3.more-data"),
+    "lower rank": Remedy("4. smaller rank / learning rate", {"lora_r": 8}, claim="3.lower-rank"),
+    "lower LR": Remedy("4. smaller rank / learning rate", {"learning_rate": 2e-4}, claim="3.lower-lr"),
 }
 
 
@@ -41,34 +66,42 @@ def remedy_of(name: str) -> Remedy:
     return REMEDIES[name]
 
 
+def describe(changes: dict) -> str:
+    """What a row changes, in a few words: 'weight_decay=0.1', 'templates_per_record=4', 'patience 3'."""
+    parts = [f"{k}={v}" for k, v in changes.items() if k not in ("n_train_factor", PATIENCE)]
+    if "n_train_factor" in changes:
+        parts.append(f"{changes['n_train_factor']}x the records")
+    if PATIENCE in changes:
+        parts.append(f"patience {changes[PATIENCE]}")
+    return ", ".join(parts) or "—"
+
+
 def overfit_data(profile: Profile | None = None, remedy: str = "baseline"):
     """The course dataset for one row: few training records; validation and held-out phrasings of n_eval rows each.
     Changing n_train, templates or noise never changes the validation or held-out rows (ftkit.data draws them first)."""
     setup, data = setup_of(profile), dict(remedy_of(remedy).data)
-    n_train = setup.n_train * data.pop("n_train", 1)
+    n_train = setup.n_train * data.pop("n_train_factor", 1)
     return load_course_dataset(n_train=n_train, n_validation=setup.n_eval, n_test=setup.n_eval,
                                n_heldout=setup.n_eval, seed=0, **data)
 
 
-def settings_of(remedy: str, profile: Profile | None = None, model: str | None = None) -> dict:
-    """Everything that decides a row's numbers: profile, model, sizes, hyperparameters, data, early stopping."""
+def hyperparameters_of(remedy: str, profile: Profile | None = None, seed: int | None = None) -> Hyperparameters:
+    """The settings one row trains with, resolved once: the course's LoRA defaults at the baseline's sizes (rank,
+    rate, schedule, steps, batch), the remedy's hyperparameter changes, and the seed (default: the profile's first)."""
     profile = profile or get_profile()
-    setup, r = setup_of(profile), remedy_of(remedy)
-    hp = {"learning_rate": setup.learning_rate, "lr_scheduler": setup.lr_scheduler, "lora_r": setup.lora_r,
-          "max_steps": setup.steps, "batch_size": setup.batch_size} | r.hp
-    return {"profile": profile.as_dict(), "model": model or profile.model, "setup": asdict(setup), "hp": hp,
-            "data": r.data, "patience": r.patience}
+    setup = setup_of(profile)
+    baseline = {"learning_rate": setup.learning_rate, "lr_scheduler": setup.lr_scheduler, "lora_r": setup.lora_r,
+                "max_steps": setup.steps, "batch_size": setup.batch_size,
+                "seed": setup.seeds[0] if seed is None else seed}
+    return resolve("lora", None, profile, baseline | remedy_of(remedy).hp, caller=f"remedy {remedy!r}")
 
 
-def describe(remedy: str) -> str:
-    """What a row changes, in a few words: 'weight_decay=0.1', 'templates_per_record=4', 'patience 3'."""
-    r = remedy_of(remedy)
-    parts = [f"{k}={v}" for k, v in {**r.hp, **r.data}.items()]
-    if "n_train" in r.data:
-        parts = [p for p in parts if not p.startswith("n_train")] + [f"{r.data['n_train']}x the records"]
-    if r.patience is not None:
-        parts.append(f"patience {r.patience}")
-    return ", ".join(parts) or "—"
+def settings_of(remedy: str, profile: Profile | None = None, model: str | None = None, seed: int | None = None
+                ) -> dict:
+    """Everything that decides a row's numbers: profile, model, sizes, hyperparameters, the remedy's changes."""
+    profile = profile or get_profile()
+    return {"profile": profile.as_dict(), "model": model or profile.model, "setup": asdict(setup_of(profile)),
+            "hp": hyperparameters_of(remedy, profile, seed).as_dict(), "changes": remedy_of(remedy).changes}
 
 
 def profile_remedies(names=None, profile: Profile | None = None) -> list[str]:

@@ -17,56 +17,55 @@ import math
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ftkit.chapters.overfitting.remedies import overfit_data, profile_remedies, settings_of
+from ftkit.chapters.overfitting.remedies import (
+    describe,
+    hyperparameters_of,
+    overfit_data,
+    profile_remedies,
+    remedy_of,
+    settings_of,
+)
 from ftkit.chapters.overfitting.sizes import setup_of
 from ftkit.core.data import parse_answer
 from ftkit.core.hparams import Hyperparameters
 from ftkit.core.models import load_tokenizer
 from ftkit.core.profiles import Profile, get_profile
 from ftkit.core.runtime import drive_dir, in_colab, mount_drive
-from ftkit.core.train import eval_loss, evaluate_task, run_experiment
+from ftkit.core.train import Result, eval_loss, evaluate_task, run_experiment
 
 # --- one row of the scoreboard ------------------------------------------------------------------
 
 
 @dataclass
-class Row:
-    """What one remedy run measured (JSON-serialisable; `result` holds the Result when the model was kept)."""
+class Row(Result):
+    """One remedy's run: everything a Result holds (JSON-serialisable; trained_model only when kept), plus what the
+    remedy changed and what chapter 3 measures of the trained model. The analysis reads a row, not REMEDIES."""
 
-    remedy: str
-    seed: int
-    history: list  # one dict per logged step, as Result.history
-    seconds: float  # the training call, validation included
-    steps: int  # optimizer steps actually run (fewer than planned when early stopping stopped)
-    planned_steps: int
-    restored_step: int | None  # early stopping: the step whose weights were restored
-    heldout: dict  # scores on held-out phrasings of new people: exact_match, field_accuracy, ...
-    answers: list  # the generated answers on the held-out rows
-    leaks: list  # wrong values in those answers copied from the training records (see find_leaks)
-    adapter: dict  # norms of the trained adapter (see adapter_norms)
-    trainable_params: int = 0
+    remedy: str = ""
+    strategy: str = ""  # which of the theory's four strategies it tests (Remedy.strategy)
+    changes: dict = field(default_factory=dict)  # what differs from the baseline (Remedy.changes)
+    claim: str = ""  # the CLAIMS.md id its verdict speaks to
+    planned_steps: int = 0
+    heldout: dict = field(default_factory=dict)  # scores on held-out phrasings of new people: exact_match, ...
+    answers: list = field(default_factory=list)  # the generated answers on the held-out rows
+    leaks: list = field(default_factory=list)  # wrong values copied from the training records (see find_leaks)
+    adapter: dict = field(default_factory=dict)  # norms of the trained adapter (see adapter_norms)
     measured_at: str = ""
     from_cache: bool = False  # read back from rows_dir() (measured earlier in this run), not trained by this call
-    result: object = field(default=None, repr=False)  # the Result with its model, when keep_model=True
-
-    def losses(self, kind: str = "train_loss") -> tuple[list[int], list[float]]:
-        rows = [h for h in self.history if kind in h]
-        return [h["step"] for h in rows], [h[kind] for h in rows]
 
     @property
-    def best_step(self) -> int:
-        """The step of the lowest validation loss."""
-        steps, values = self.losses("eval_loss")
-        return steps[values.index(min(values))]
+    def seed(self) -> int:
+        return self.hyperparameters["seed"]
 
     @property
-    def best_val(self) -> float:
-        return min(self.losses("eval_loss")[1])
+    def setting(self) -> str:
+        """What the row changes, in a few words ('weight_decay=0.1', 'patience 3')."""
+        return describe(self.changes)
 
     @property
     def kept_step(self) -> int:
@@ -103,7 +102,7 @@ class Row:
         return self.losses("eval_loss")[1][-1] / self.best_val - 1
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("result", "from_cache")}
+        return {k: v for k, v in super().as_dict().items() if k != "from_cache"}
 
 
 def adapter_norms(model) -> dict:
@@ -179,7 +178,7 @@ def share_rows() -> str:
 def row_path(remedy: str, seed: int, profile: Profile | None = None, model: str | None = None) -> Path:
     """The file of one row: one per remedy, seed and settings (a change of settings or code gives a new file)."""
     slug = "".join(c if c.isalnum() else "-" for c in remedy)
-    return rows_dir() / f"{slug}-seed{seed}-{_digest(settings_of(remedy, profile, model) | {'seed': seed})}.json"
+    return rows_dir() / f"{slug}-seed{seed}-{_digest(settings_of(remedy, profile, model, seed))}.json"
 
 
 def overfit_run(remedy: str = "baseline", profile: Profile | None = None, seed: int | None = None, *,
@@ -189,46 +188,39 @@ def overfit_run(remedy: str = "baseline", profile: Profile | None = None, seed: 
 
     With reuse=True (and keep_model=False) a row already measured with the same settings, seed, library versions and
     ftkit code is read back instead of trained again, and says when it was measured (Row.measured_at).
-    keep_model=True always trains, and keeps the Result with its model in Row.result."""
+    keep_model=True always trains, and keeps the model in Row.trained_model."""
     profile = profile or get_profile()
     setup = setup_of(profile)
     seed = setup.seeds[0] if seed is None else seed
     path = row_path(remedy, seed, profile, model)
     if reuse and not keep_model and path.is_file():
         return Row(**json.loads(path.read_text()), from_cache=True)
-    settings, data = settings_of(remedy, profile, model), overfit_data(profile, remedy)
-    result = run_experiment("lora", profile=profile, model=settings["model"], data=data, eval_every=setup.eval_every,
-                            seed=seed,
-                            early_stopping_patience=settings["patience"], save=False, score_splits=(),
-                            callbacks=callbacks, progress=progress, **settings["hp"])
-    net, tokenizer = result.trained_model, load_tokenizer(settings["model"])
+    chosen, model, data = remedy_of(remedy), model or profile.model, overfit_data(profile, remedy)
+    result = run_experiment("lora", hyperparameters_of(remedy, profile, seed), profile=profile, model=model, data=data,
+                            eval_every=setup.eval_every, early_stopping_patience=chosen.patience, save=False,
+                            score_splits=(), callbacks=callbacks, progress=progress)
+    net, tokenizer = result.trained_model, load_tokenizer(model)
     heldout, answers = evaluate_task(net, tokenizer, data["heldout"], batch_size=profile.gen_batch_size,
                                      progress=progress)
-    row = Row(remedy=remedy, seed=seed, history=result.history, seconds=result.wall_time_s,
-              steps=max(h["step"] for h in result.history), planned_steps=setup.steps,
-              restored_step=result.best_step, heldout=heldout, answers=answers,
+    row = Row(**result.as_dict(), remedy=remedy, strategy=chosen.strategy, changes=dict(chosen.changes),
+              claim=chosen.claim, planned_steps=setup.steps, heldout=heldout, answers=answers,
               leaks=find_leaks(answers, data["heldout"], data["train"]), adapter=adapter_norms(net),
-              trainable_params=result.trainable_params,
               measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")  # notebooks may run side by side: a reader never sees half
     tmp.write_text(json.dumps(row.as_dict(), indent=1))
     os.replace(tmp, path)
-    if keep_model:
-        row.result = result
-    else:
-        result.trained_model = None
+    row.trained_model = net if keep_model else None
     return row
 
 
 def validation_loss(row: Row, profile: Profile | None = None) -> float:
     """Validation loss of the model a kept row holds now, computed as the trainer logs it (same rows, same batches)."""
 
-    if row.result is None or row.result.trained_model is None:
-        raise ValueError("This row has no model: train it with ftkit.overfit_run(..., keep_model=True).")
-    hp = Hyperparameters(**{k: v for k, v in row.result.hyperparameters.items() if k != "precision"})
-    return eval_loss(row.result.trained_model, load_tokenizer(row.result.model), overfit_data(profile, row.remedy),
-                     profile or get_profile(), hp)
+    if row.trained_model is None:
+        raise ValueError("This row has no model: train it with ftkit.overfitting.overfit_run(..., keep_model=True).")
+    return eval_loss(row.trained_model, load_tokenizer(row.model), overfit_data(profile, row.remedy),
+                     profile or get_profile(), Hyperparameters(**row.hyperparameters))
 
 
 def overfit_rows(remedies=None, profile: Profile | None = None, *, progress: bool = True) -> dict[str, list[Row]]:

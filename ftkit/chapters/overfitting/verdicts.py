@@ -7,7 +7,7 @@ import math
 import statistics
 
 from ftkit.chapters.overfitting.analysis import summary
-from ftkit.chapters.overfitting.remedies import REMEDIES, describe
+from ftkit.chapters.overfitting.remedies import PATIENCE
 from ftkit.chapters.overfitting.rows import Row
 from ftkit.core.claims import Verdict, verdict
 
@@ -87,11 +87,11 @@ def why(name: str, rows: dict[str, list[Row]], *, margin: float = LEVEL_MARGIN) 
     base, mine = s["baseline"], rows[name]
     best, rise = s[name]["best_val"], statistics.fmean(r.rise for r in mine)
     base_rise = statistics.fmean(r.rise for r in rows["baseline"])
-    if REMEDIES[name].patience is not None:
+    if PATIENCE in mine[0].changes:
         return (f"it keeps the model of step {statistics.fmean(r.kept_step for r in mine):.0f}, before the curve rose "
                 f"(the full run ends {base_rise:+.0%} above its minimum)")
     if too_weak_decay(name, rows, margin=margin):
-        decay = REMEDIES[name].hp["weight_decay"]
+        decay = mine[0].changes["weight_decay"]
         return (f"decoupled decay shrinks an untouched weight by only {decay_shrink(mine[0], decay):.1%} over these "
                 f"{mine[0].planned_steps} steps, too little to change what the adapter memorises: the difference from "
                 "the baseline is noise (the same seed, a slightly different and chaotic trajectory at this high rate)")
@@ -117,10 +117,10 @@ def why(name: str, rows: dict[str, list[Row]], *, margin: float = LEVEL_MARGIN) 
 def too_weak_decay(name: str, rows: dict[str, list[Row]], *, margin: float = INERT_DECAY) -> bool:
     """True for a remedy that changes only weight decay, when decay alone shrinks a weight by less than `margin` over
     the run: too little to be the cause of any difference from the baseline."""
-    remedy = REMEDIES[name]
-    if set(remedy.hp) != {"weight_decay"} or remedy.data:
+    row = rows[name][0]
+    if set(row.changes) != {"weight_decay"}:
         return False
-    return decay_shrink(rows[name][0], remedy.hp["weight_decay"]) < margin
+    return decay_shrink(row, row.changes["weight_decay"]) < margin
 
 
 def remedy_verdict(name: str, rows: dict[str, list[Row]], *, min_gain: float = MIN_GAIN) -> Verdict:
@@ -134,7 +134,7 @@ def remedy_verdict(name: str, rows: dict[str, list[Row]], *, min_gain: float = M
     beyond_noise = base["kept_val"] - row["kept_val"] > noise
     weak = too_weak_decay(name, rows)
     holds = change <= -min_gain and beyond_noise and not weak
-    detail = (f"{name} ({describe(name)}): validation loss of the kept model {row['kept_val']:.3f} against "
+    detail = (f"{name} ({rows[name][0].setting}): validation loss of the kept model {row['kept_val']:.3f} against "
               f"{base['kept_val']:.3f} ({change:+.0%}), held-out exact match {row['heldout_em']:.0%} against "
               f"{base['heldout_em']:.0%}")
     if change > -min_gain:
@@ -143,4 +143,4 @@ def remedy_verdict(name: str, rows: dict[str, list[Row]], *, min_gain: float = M
         detail += " — but not because of the decay"
     elif not beyond_noise:
         detail += f" — within the spread between seeds ({noise:.3f}), so not a measured help"
-    return verdict(REMEDIES[name].claim, holds, detail + "; " + why(name, rows))
+    return verdict(rows[name][0].claim, holds, detail + "; " + why(name, rows))
