@@ -156,6 +156,9 @@ def test_result_json_round_trip(lora_result, tmp_path):
     assert loaded.as_dict() == json.loads(json.dumps(lora_result.as_dict()))
     assert loaded.losses("eval_loss") == lora_result.losses("eval_loss") and loaded.trained_model is None
     assert ftkit.Hyperparameters(**loaded.hyperparameters).alpha == lora_result.hyperparameters["lora_alpha"]
+    saved_before = {k: v for k, v in lora_result.as_dict().items() if k != "restored_step"} | {"best_step": 7}
+    path.write_text(json.dumps(saved_before))  # a file saved when the restored step was called best_step
+    assert ftkit.Result.load_json(path).restored_step == 7
 
 
 def test_batched_generation_equals_one_at_a_time(tiny_data):

@@ -90,7 +90,15 @@ class Result:
     @classmethod
     def load_json(cls, path: str | Path) -> Result:
         """A Result saved with save_json (without its model)."""
-        return cls(**json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Result:
+        """A Result from as_dict()'s values, also one saved before restored_step had its name (then best_step)."""
+        values = dict(values)
+        if "best_step" in values:
+            values["restored_step"] = values.pop("best_step")
+        return cls(**values)
 
 
 class PeakMemory:

@@ -115,7 +115,7 @@ class SweepResult:
 
         d = json.loads(Path(path).read_text())
         return cls(name=d["name"], method=d["method"], values=d["values"], fixed=d["fixed"], seconds=d["seconds"],
-                   results=[Result(**r) for r in d["results"]])
+                   results=[Result.from_dict(r) for r in d["results"]])
 
 
 def _fmt(v) -> str:
