@@ -189,9 +189,11 @@ def run_time_sentence(runs: list[dict], notebook: str) -> str | None:
 
 
 def how(run: dict) -> str:
-    """", 2 notebooks at a time on 1 core each" for a run.json of notebooks run side by side; "" for one at a time."""
+    """", 2 notebooks at a time on 1 core each, chapter 3 beside them" for a run.json of notebooks run side by side
+    (chapter 3's pytest adds one kernel while it runs: scripts/execute_notebooks.sh); "" for one at a time."""
     workers = run.get("workers", 1)
-    return f", {workers} notebooks at a time on {run.get('threads', 1)} core each" if workers > 1 else ""
+    return (f", {workers} notebooks at a time on {run.get('threads', 1)} core each, chapter 3 beside them"
+            if workers > 1 else "")
 
 
 def headers(run_files: list[Path], root: Path = ROOT) -> list[str]:
