@@ -87,8 +87,10 @@ lab: setup
 	$(PY) -m jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=. $(if $(filter 0,$(shell id -u)),--allow-root) \
 		notebooks/00_start_here.ipynb
 
+# Its verdicts are kept as results/claims-$(PROFILE).json: a site built in another profile (CI's ci) shows them beside.
 site: setup
 	$(call execute,$(PROFILE),$(SITE_NB_TIMEOUT))
+	cp $(EXECUTED)/claims.json results/claims-$(PROFILE).json
 	$(PY) docs/build_site.py html $(EXECUTED) $(SITE)
 
 # The site from the notebooks `make notebooks` already executed (CI: no notebook runs twice).

@@ -20,11 +20,13 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from html import escape
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 RUN_FILE = "run.json"
+VERDICTS_FILE = "claims.json"  # the verdicts the executed notebooks showed, by claim id (written by `record`)
 # The Colab badge that `python -m ftkit sync-notebooks` puts in every notebook's first cell.
 COLAB_URL_RE = re.compile(r"\(https://colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/[^)]+\)")
 
@@ -72,7 +74,65 @@ def record(executed: Path, profile: str, workers: int = 1, threads: int | None =
            "python": platform.python_version(), "workers": workers, "threads": threads or os.cpu_count(),
            "seconds": seconds}
     (executed / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+    verdicts = {"profile": profile, "date": run["date"], "verdicts": collect_verdicts(executed)}
+    (executed / VERDICTS_FILE).write_text(json.dumps(verdicts, indent=1, ensure_ascii=False) + "\n")
     return run
+
+
+def collect_verdicts(executed: Path) -> dict[str, list[dict]]:
+    """{claim id: [{outcome, detail, notebook}, ...]}: the verdicts the executed notebooks showed (ftkit.show records
+    each in its output's metadata). A claim shown in several notebooks keeps those of the notebook CLAIMS.md names."""
+    from ftkit.core.claims import VERDICT_METADATA, load_claims
+
+    claims, found = load_claims(), {}
+    for path in sorted([*executed.glob("notebooks/**/*.ipynb"), *executed.glob("colab/*.ipynb")]):
+        notebook = path.relative_to(executed).as_posix()
+        for cell in json.loads(path.read_text())["cells"]:
+            for output in cell.get("outputs", []):
+                shown = output.get("metadata", {}).get(VERDICT_METADATA)
+                if not shown or shown["claim"] not in claims:
+                    continue
+                kept = found.setdefault(shown["claim"], [])
+                if kept and kept[0]["notebook"] != notebook:  # shown before in another notebook
+                    if claims[shown["claim"]].notebook != notebook:
+                        continue
+                    kept.clear()  # the claim's own notebook wins
+                kept.append({"outcome": shown["outcome"], "detail": shown["detail"], "notebook": notebook})
+    return found
+
+
+def claims_page(verdicts: dict, others: list[dict]) -> str:
+    """The site's claims page: every claim of CLAIMS.md with this build's outcome and numbers, linked to its notebook,
+    and the outcome of each other profile's build (results/claims-<profile>.json) beside it."""
+    from ftkit.core.claims import DIFFERS, NOT_SETTLED, OUTCOMES, load_claims
+
+    css = {OUTCOMES[0]: "agrees", DIFFERS: "differs", NOT_SETTLED: "not-settled"}
+    counts = {o: sum(v[0]["outcome"] == o for v in verdicts["verdicts"].values() if v) for o in OUTCOMES}
+    lines = ["# Every claim, decided", "",
+             f"Each claim of the course text that a notebook tests (the course's `CLAIMS.md`), with the outcome this "
+             f"build measured (`{verdicts['profile']}` profile, {verdicts['date']}) and the numbers that decided it. "
+             f"<span class=\"outcome agrees\">as the theory says</span> when the measurement agrees, "
+             f"<span class=\"outcome differs\">differs here</span> when it does not, "
+             f"<span class=\"outcome not-settled\">not settled at this size</span> when the difference is within the "
+             f"run's own noise (paired seeds or interleaved rounds, 2 standard errors) or the run is too small to tell.",
+             "", "This build: " + ", ".join(f"{n} {o}" for o, n in counts.items()) + ".", ""]
+    chapter = None
+    for claim in load_claims().values():
+        if claim.id.split(".")[0] != chapter:
+            chapter = claim.id.split(".")[0]
+            lines += [f"## Chapter {chapter}", ""]
+        shown = verdicts["verdicts"].get(claim.id, [])
+        page = claim.notebook.removesuffix(".ipynb") + ".html"
+        outcomes = "".join(f'<span class="outcome {css[v["outcome"]]}">{escape(v["outcome"])}</span> '
+                           f'{escape(v["detail"])}<br>' for v in shown) or \
+            '<span class="outcome missing">not shown in this build</span><br>'
+        elsewhere = " ".join(f'<span class="elsewhere">{escape(o["profile"])} profile: '
+                             + ", ".join(escape(v["outcome"]) for v in o["verdicts"].get(claim.id, [])) + "</span>"
+                             for o in others if o["verdicts"].get(claim.id))
+        lines += [f'<div class="ftkit-claim" id="claim-{escape(claim.id)}"><code>{escape(claim.id)}</code> '
+                  f'<q>{escape(claim.text)}</q><br>{outcomes}{elsewhere}'
+                  f'<a href="{escape(page)}">{escape(claim.notebook)}</a></div>', ""]
+    return "\n".join(lines)
 
 
 def chapters(book: Path) -> list[tuple[str, list[str]]]:
@@ -80,7 +140,8 @@ def chapters(book: Path) -> list[tuple[str, list[str]]]:
     def page(path: Path) -> str:
         return path.relative_to(book).with_suffix("").as_posix()
 
-    order = [("The course", [p for p in ["README", "theory", "notebooks/README", "WORKSHOP"] if (book / f"{p}.md").exists()]
+    order = [("The course", [p for p in ["README", "theory", "claims", "notebooks/README", "WORKSHOP"]
+                             if (book / f"{p}.md").exists()]
               + [page(p) for p in sorted(book.glob("notebooks/*.ipynb"))])]
     for folder in sorted(p for p in book.glob("notebooks/[0-9][0-9]_*") if p.is_dir()):
         readme = folder / "README.md"
@@ -153,6 +214,11 @@ def assemble(executed: Path, book: Path) -> dict:
     shutil.copytree(DOCS / "_static", book / "_static")
     for notebook in sorted(book.rglob("*.ipynb")):
         add_banner(notebook, run, run["seconds"].get(notebook.relative_to(book).as_posix()))
+    verdicts = executed / VERDICTS_FILE
+    verdicts = json.loads(verdicts.read_text()) if verdicts.exists() else {"profile": run["profile"],
+                                                                           "date": run["date"], "verdicts": {}}
+    others = [json.loads(p.read_text()) for p in sorted((ROOT / "results").glob("claims-*.json"))]
+    (book / "claims.md").write_text(claims_page(verdicts, [o for o in others if o["profile"] != verdicts["profile"]]))
     order = chapters(book)
     (book / "index.md").write_text(index_page(run, order))
     slug = next((m.group(1) for p in book.rglob("*.ipynb") for m in [COLAB_URL_RE.search(p.read_text())] if m), "")

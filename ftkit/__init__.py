@@ -32,7 +32,8 @@ _CORE = {
     "memory": ["MemoryBreakdown", "human_bytes", "measure_memory", "measure_step", "param_bytes", "quant_state_tensors",
                "random_batch", "random_model", "weights_by_dtype"],
     "estimate": ["GPUS", "base_weight_bytes", "estimate_memory", "fit_table", "fits_on", "lora_params"],
-    "claims": ["Verdict", "verdict"],
+    "claims": ["Verdict", "show", "verdict"],
+    "evidence": ["Paired", "paired"],
     "plots": ["plot_bars", "plot_losses", "plot_lr", "plot_stacked"],
 }
 # Namespaces: the chapters, the exercise checks.

@@ -48,7 +48,9 @@ def cmd_compare(args) -> int:
         default_steps,
         save_plot,
         theory_table,
+        theory_verdicts,
     )
+    from ftkit.core.claims import show
     from ftkit.core.profiles import get_profile
 
     start = time.perf_counter()
@@ -60,7 +62,8 @@ def cmd_compare(args) -> int:
           f"examples per method", flush=True)
     comp = compare_methods(profile, model=args.model, steps=steps, seq_len=args.seq_len)
     print("\n## Measured\n\n" + comparison_table(comp))
-    print("\n## The theory's table, with this run's numbers\n\n" + theory_table(comp))
+    print("\n## The theory's table, with this run's numbers\n\n" + theory_table(comp) + "\n")
+    show(theory_verdicts(comp))
     print(f"\nplot: {save_plot(comp, args.out)}")
     print("time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in comp.seconds.items())
           + f"; total {time.perf_counter() - start:.0f} s")

@@ -219,6 +219,19 @@ def test_fit_table():
     assert totals == sorted(totals, reverse=True)  # full > lora > qlora
 
 
+def test_master_weights_add_an_fp32_copy_to_bf16_full_ft_only():
+    shape = C.model_shape("meta-llama/Llama-2-7b-hf")
+    kw = dict(seq_len=512, batch_size=1, precision="bf16", optimizer="adamw_8bit")
+    pure, kept = (E.estimate_memory(shape, "full", master_weights=m, **kw) for m in (False, True))
+    assert kept.optimizer - pure.optimizer == 4 * shape.num_params()  # the fp32 copy the optimizer updates
+    assert (kept.weights, kept.gradients) == (pure.weights, pure.gradients)
+    for method, extra in (("lora", dict(**kw)), ("full", dict(kw, precision="fp32"))):  # fp32 already: no copy
+        assert E.estimate_memory(shape, method, master_weights=True, **extra) == \
+            E.estimate_memory(shape, method, **extra)
+    mixed = dict(seq_len=512, batch_size=1, mixed_precision=True)
+    assert E.estimate_memory(shape, "full", master_weights=True, **mixed) == E.estimate_memory(shape, "full", **mixed)
+
+
 def test_breakdown_format():
     b = M.MemoryBreakdown(weights=2 * M.GB, gradients=M.MB, optimizer=0, activations=3 * M.MB)
     assert b.total == 2 * M.GB + 4 * M.MB

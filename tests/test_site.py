@@ -108,6 +108,32 @@ def test_notebook_page_shows_its_figures_and_takeaways(browser, source):
         assert page["takeaways"] and expected["takeaway"] in page["takeaways"]
 
 
+READ_CLAIMS = """(() => [...document.querySelectorAll('main div.ftkit-claim')].map(d => ({
+  id: d.querySelector('code').innerText,
+  outcomes: [...d.querySelectorAll('span.outcome')].map(s => [s.innerText, getComputedStyle(s).color]),
+  link: d.querySelector('a') && d.querySelector('a').href})))()"""
+
+
+def test_claims_page_lists_every_claim_with_its_outcome_in_colour(browser):
+    from ftkit.core.claims import load_claims
+
+    browser.open((SITE / "index.html").resolve().as_uri())
+    assert (SITE / "claims.html").resolve().as_uri() in browser.evaluate(
+        "[...document.querySelectorAll('main a')].map(a => a.href.split('#')[0])")  # in the front matter
+    browser.open((SITE / "claims.html").resolve().as_uri())
+    browser.screenshot(SHOTS / "claims.png")
+    shown = browser.evaluate(READ_CLAIMS)
+    assert [c["id"] for c in shown] == list(load_claims())
+    colours = {text: colour for c in shown for text, colour in c["outcomes"]}
+    assert len(set(colours.values())) == len(colours)  # each outcome its own colour
+    executed = json.loads((ROOT / "build" / "executed" / "claims.json").read_text())["verdicts"] \
+        if (ROOT / "build" / "executed" / "claims.json").exists() else {}
+    for claim in shown:
+        assert claim["link"].endswith(load_claims()[claim["id"]].notebook.removesuffix(".ipynb") + ".html")
+        if claim["id"] in executed:  # the outcome the notebook showed is the one the page shows
+            assert [t for t, _ in claim["outcomes"]] == [v["outcome"] for v in executed[claim["id"]]]
+
+
 def test_some_pages_have_figures():
     assert sum(_expected(p)["figures"] for p in _notebooks()) > 0
 

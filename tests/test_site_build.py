@@ -87,3 +87,40 @@ def test_record_reads_every_pytest_of_the_run(tmp_path):
     junit("junit-chapter3.xml", "notebooks/03_overfitting/01_see_it.ipynb", 34.0)  # chapter 3's own pytest
     run = build_site.record(tmp_path, "ci", workers=2, threads=1)
     assert run["seconds"] == {"notebooks/00_start_here.ipynb": 12.0, "notebooks/03_overfitting/01_see_it.ipynb": 34.0}
+
+
+def _notebook_with(*shown):
+    """An executed notebook whose outputs are the display_data that ftkit.show writes for these verdicts."""
+    outputs = []
+    for v in shown:
+        data, metadata = v._repr_mimebundle_()
+        outputs.append({"output_type": "display_data", "data": data, "metadata": metadata})
+    return {"cells": [{"cell_type": "code", "source": "", "outputs": outputs}]}
+
+
+def test_the_claims_page_lists_every_claim_with_the_outcome_its_notebook_showed(tmp_path):
+    import json
+
+    import ftkit
+    from ftkit.core.claims import load_claims
+
+    claims = load_claims()
+    own = claims["1.speed"].notebook
+    (tmp_path / own).parent.mkdir(parents=True)
+    (tmp_path / own).write_text(json.dumps(_notebook_with(ftkit.verdict("1.speed", None, "×1.15 within the noise"))))
+    other = tmp_path / "notebooks" / "00_other.ipynb"  # shows 1.speed too (first in order) and 2.warmup
+    other.write_text(json.dumps(_notebook_with(ftkit.verdict("1.speed", True, "elsewhere"),
+                                               ftkit.verdict("2.warmup", False, "no lower peak"))))
+    found = build_site.collect_verdicts(tmp_path)
+    assert found["1.speed"] == [{"outcome": "not settled at this size", "detail": "×1.15 within the noise",
+                                 "notebook": own}]  # the claim's own notebook wins over the one shown first
+    assert found["2.warmup"][0]["outcome"] == "differs here" and set(found) == {"1.speed", "2.warmup"}
+    page = build_site.claims_page({"profile": "ci", "date": "2026-12-05", "verdicts": found},
+                                  [{"profile": "cpu", "verdicts": {"1.speed": [{"outcome": "differs here"}]}}])
+    for claim in claims:  # every claim has its block, shown or not
+        assert f'id="claim-{claim}"' in page
+    block = next(line for line in page.splitlines() if 'id="claim-1.speed"' in line)
+    assert 'class="outcome not-settled">not settled at this size</span> ×1.15 within the noise' in block
+    assert "cpu profile: differs here" in block and own.removesuffix(".ipynb") + ".html" in block
+    assert "not shown in this build" in next(line for line in page.splitlines() if 'id="claim-4.cluster"' in line)
+    assert "This build: 0 as the theory says, 1 differs here, 1 not settled at this size." in page

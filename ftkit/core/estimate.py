@@ -203,7 +203,7 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
                     precision: str = "bf16", gradient_checkpointing: bool = False, lora_r: int = 16,
                     target_modules="all-linear", double_quant: bool = True,
                     mixed_precision: bool = False, n_devices: int = 1, sharding: str = "none",
-                    upcast_frozen_to_fp32: bool | None = None) -> MemoryBreakdown:
+                    upcast_frozen_to_fp32: bool | None = None, master_weights: bool = False) -> MemoryBreakdown:
     """Predict training memory from a config, from first principles (see the module docstring); per device.
 
     precision: weight + compute dtype for "full" and "lora"; compute dtype for "qlora", whose non-quantized
@@ -216,6 +216,11 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
     weights and gradients; fp32 master weights, m and v). AMP's activations are not calibrated
     (autocast also saves 16-bit copies of the weights). Adapters are in models.adapter_precision: fp32 (peft)
     for LoRA, bf16 (TRL's cast) for QLoRA except fp32 under fp16.
+
+    master_weights=True (full FT in bf16/fp16 without mixed_precision): the optimizer updates an fp32 copy of the
+    weights, +4 B/param in the optimizer bucket. Without it pure 16-bit training loses small updates: a bf16 weight of
+    0.02 is spaced 2^-13 ≈ 1.2e-4 from its neighbours, so a step of 1e-5 rounds away (stochastic rounding or Kahan
+    summation are what make pure-bf16 training work; torch's AdamW uses neither).
 
     n_devices, sharding: data parallelism over n_devices with one of SHARDING; batch_size is per device, so
     activations are per device and never sharded. "fsdp" divides weights, gradients and optimizer state as they are
@@ -255,6 +260,8 @@ def estimate_memory(config, method: str, *, seq_len: int, batch_size: int, optim
         weights += trainable * param_dtype_bytes
     gradients = trainable * param_dtype_bytes
     optimizer_state = optimizer_state_bytes(sizes, optimizer, param_dtype_bytes)
+    if master_weights and method == "full" and not mixed_precision and nbytes < 4:
+        optimizer_state += trainable * 4  # the fp32 copy the optimizer updates
     # QLoRA upcast by prepare_model_for_kbit_training: the fp32 embeddings make the residual stream (and every saved
     # activation) fp32 whatever the compute dtype; measured equal to the byte in tests/test_memory.py.
     act_precision = "fp32" if method == "qlora" and upcast else precision

@@ -4,7 +4,15 @@ Used in notebooks/01_methods: `ftkit.methods.compare_methods(profile)`, `ftkit.m
 
 from __future__ import annotations
 
-from .compare import Comparison, compare_methods, comparison_table, facts, plot_comparison, theory_table
+from .compare import (
+    Comparison,
+    compare_methods,
+    comparison_table,
+    facts,
+    plot_comparison,
+    theory_table,
+    theory_verdicts,
+)
 from .lora import LoRALinear, add_lora, copy_to_peft, lora_param_count, time_forward
 from .quant import (
     absmax_dequantize,
@@ -26,6 +34,6 @@ __all__ = [
     "absmax_dequantize", "absmax_quantize", "add_lora", "bnb_nf4_roundtrip", "compare_methods", "compare_with_bnb",
     "Comparison", "comparison_table", "copy_to_peft", "double_quant_bits", "facts", "lora_param_count", "LoRALinear",
     "nf4_dequantize", "nf4_levels", "nf4_quantize", "plot_comparison", "reconstruction_error", "summary_fits",
-    "SUMMARY_MODELS", "SUMMARY_RECIPES", "summary_verdicts", "table_verdicts", "theory_table", "time_forward",
-    "uniform_levels"
+    "SUMMARY_MODELS", "SUMMARY_RECIPES", "summary_verdicts", "table_verdicts", "theory_table", "theory_verdicts",
+    "time_forward", "uniform_levels"
 ]

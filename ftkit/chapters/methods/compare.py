@@ -12,18 +12,21 @@ Used in notebooks/01_methods/03_three_methods_side_by_side.ipynb and as `python 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ftkit.chapters.methods.sizes import sizes
 from ftkit.chapters.methods.verdicts import USE_CASE_MODEL, _count, table_verdicts
+from ftkit.core.claims import Verdict
 from ftkit.core.data import course_batch, profile_dataset
 from ftkit.core.estimate import fit_table
 from ftkit.core.hparams import DEFAULT_LEARNING_RATE, SWEPT_BEST_LEARNING_RATE, default_hyperparameters
 from ftkit.core.memory import MemoryBreakdown, human_bytes, measure_step, weights_by_dtype
 from ftkit.core.models import default_upcast, free_memory, load_model
 from ftkit.core.profiles import Profile, get_profile
+from ftkit.core.speed import SpeedRounds, interleaved_speed
 from ftkit.core.train import Result, eval_loss, evaluate_task, load_for_training, run_experiment
 
 THEORY_ROWS = ("Mechanism", "VRAM Usage", "Training Speed", "Storage", "Use Case")
@@ -47,6 +50,8 @@ class Comparison:
     qlora_preparations: dict[str, MemoryBreakdown] = field(default_factory=dict)
     # Full FT trained a second time, at its own best rate (chapter 2's sweep), same steps and data: scores only.
     full_best: Result | None = None
+    # The Training Speed row: fresh models of every method timed in interleaved rounds on the measured batch.
+    speed: SpeedRounds | None = None
 
 
 def default_steps(profile: Profile) -> int:
@@ -71,7 +76,7 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
     data = profile_dataset(profile)
     say = print if progress else (lambda *a, **k: None)
     extra = "full" in methods and full_best_rate is not None and full_best_rate != learning_rates["full"]
-    phases = 1 + 2 * len(methods) + extra
+    phases = 2 + 2 * len(methods) + extra
     start = time.perf_counter()
 
     say(f"[1/{phases}] base model {model_name}: scoring before fine-tuning", flush=True)
@@ -105,7 +110,7 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
     full_best = None
     if extra:
         t0 = time.perf_counter()
-        say(f"[{phases}/{phases}] full: training {steps} steps again at its own best rate, lr {full_best_rate:g} "
+        say(f"[{phases - 1}/{phases}] full: training {steps} steps again at its own best rate, lr {full_best_rate:g} "
             f"(chapter 2's sweep)", flush=True)
         full_best = run_experiment("full", profile=profile, model=model_name, data=data, max_steps=steps,
                                    learning_rate=full_best_rate, eval_every=steps, score_splits=score_splits,
@@ -123,9 +128,32 @@ def compare_methods(profile: Profile | None = None, *, model: str | None = None,
         preparations = {trained: memory["qlora"], other: measure_step(fresh, batch, profile)}
         del fresh
         free_memory()
+    t0 = time.perf_counter()
+    size = sizes(profile)
+    say(f"[{phases}/{phases}] speed: every method's training step timed in {size.speed_rounds} interleaved rounds "
+        f"(fresh models, same batch)", flush=True)
+    speed = time_methods(methods, batch, profile, model_name, rounds=size.speed_rounds, steps=size.speed_steps,
+                         progress=progress)
+    seconds["speed"] = time.perf_counter() - t0
     return Comparison(results=results, memory=memory, weight_dtypes=dtypes, before=before, profile=profile,
                       batch_tokens=tuple(batch["input_ids"].shape), checkpointing=checkpointing, seconds=seconds,
-                      qlora_preparations=preparations, full_best=full_best)
+                      qlora_preparations=preparations, full_best=full_best, speed=speed)
+
+
+def time_methods(methods, batch: dict, profile: Profile, model_name: str, *, rounds: int, steps: int,
+                 progress: bool = True) -> SpeedRounds:
+    """Each method's steady-state training step, timed in interleaved rounds (ftkit.core.speed) on fresh models held
+    side by side, with the optimizer the runs use. The models are discarded afterwards."""
+    models = {}
+    for method in methods:
+        hp = default_hyperparameters(method, profile)
+        models[method] = load_for_training(method, hp, profile, model_name)[0]
+    try:  # every method trains with the same optimizer (adamw_torch), so one name serves all
+        return interleaved_speed(models, batch, precision=profile.precision, rounds=rounds, steps_per_round=steps,
+                                 optimizer=default_hyperparameters("full", profile).optim, progress=progress)
+    finally:
+        models.clear()
+        free_memory()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,20 +174,29 @@ def _cells(f: dict, method: str) -> dict[str, str]:
                       f"{human_bytes(m['gradients'])} + optimizer {human_bytes(m['optimizer'])} + activations "
                       f"{human_bytes(m['activations'])}"
                       + (f"; CUDA peak {human_bytes(m['peak'])}" if f["device"] == "cuda" else ""),
-        "Training Speed": f"{m['tokens_per_s']:.0f} tokens/s",
+        "Training Speed": (f"{statistics.median(f['speed'][method]):.0f} tokens/s per step (the run: "
+                           f"{m['tokens_per_s']:.0f})" if "speed" in f else f"{m['tokens_per_s']:.0f} tokens/s"),
         "Storage": f"{human_bytes(m['saved'])}" + (" (whole model)" if method == "full" else " (adapter)"),
         "Use Case": f"exact match {m['em_before']:.0%} → {m['em_after']:.0%}, val loss {m['loss_before']:.2f} → "
                     f"{m['loss_after']:.2f}; 7B needs {est['total_gib']:.0f} GiB (est.)",
     }
 
 
+def theory_verdicts(comp: Comparison) -> dict[str, Verdict]:
+    """The verdict on each row of theory.md's table, by row name, from this run's numbers."""
+    return table_verdicts(facts(comp))
+
+
 def theory_table(comp: Comparison) -> str:
-    """theory.md's table, section 1, with this run's numbers in every cell and a verdict per row."""
+    """theory.md's table, section 1, with this run's numbers in every cell and each row's outcome (the verdicts, with
+    the numbers that decided them: theory_verdicts)."""
     f = facts(comp)
     cells, said = {m: _cells(f, m) for m in ("full", "lora", "qlora")}, table_verdicts(f)
     lines = ["| Feature | Full Fine-tuning | LoRA | QLoRA | Verdict |", "| :--- | :--- | :--- | :--- | :--- |"]
-    lines += [f"| **{row}** | {cells['full'][row]} | {cells['lora'][row]} | {cells['qlora'][row]} | {said[row]} |"
-              for row in THEORY_ROWS]
+    lines += [f"| **{row}** | {cells['full'][row]} | {cells['lora'][row]} | {cells['qlora'][row]} | "
+              f"{said[row].outcome} |" for row in THEORY_ROWS]
+    if "speed_how" in f:
+        lines += ["", f"Training Speed: {f['speed_how']}; the run's own tokens/s (warm-up included) in brackets."]
     return "\n".join(lines)
 
 
@@ -236,6 +273,9 @@ def facts(comp: Comparison) -> dict:
         r = comp.full_best
         out["full_best"] = dict(lr=r.hyperparameters["learning_rate"], loss_after=r.final("eval_loss"),
                                 em_after=r.scores.get("test", {}).get("exact_match", math.nan))
+    if comp.speed is not None:  # the Training Speed row: tokens/s per interleaved round, and how it was measured
+        out["speed"] = {method: list(rates) for method, rates in comp.speed.rates.items()}
+        out["speed_how"] = comp.speed.how()
     if "qlora" in out and comp.qlora_preparations:  # both preparations, same batch (bytes by bucket)
         out["qlora"]["preparation"] = "standard" if default_upcast(comp.profile.precision) else "lean"
         out["qlora"].update({name: m.as_dict() for name, m in comp.qlora_preparations.items()})

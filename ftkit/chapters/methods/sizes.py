@@ -16,6 +16,8 @@ class Sizes:
     steps: int  # training steps of every run of 1.3 (each method, the same), of each adapter in 1.4, of 1.1's loop
     shown: int  # prompts each adapter of 1.4 answers per task (generation is the slow part on a CPU)
     cli_steps: int  # steps per method of `python -m ftkit compare` (make course)
+    speed_rounds: int = 5  # the Training Speed row: interleaved rounds of timed steps per method (ftkit.core.speed)
+    speed_steps: int = 1  # ... timed steps per method and round
     note: str = ""  # what a learner should know about results at these sizes ("" when nothing)
 
 
@@ -24,9 +26,9 @@ SIZES = {
     "ci": Sizes(steps=4, shown=8, cli_steps=12, note="- (ci profile: a few steps only; with FTKIT_PROFILE=cpu, or "
                                                     "`python -m ftkit compare`, the scores move much more.)"),
     # make course on a CPU: 3 methods x 12 steps + scoring, ~4 min on 2 cores (20 steps took ~10 min on busy cores)
-    "cpu": Sizes(steps=26, shown=32, cli_steps=12),
-    "gpu": Sizes(steps=66, shown=32, cli_steps=200),
-    "t4": Sizes(steps=40, shown=16, cli_steps=120),
+    "cpu": Sizes(steps=26, shown=32, cli_steps=12, speed_rounds=7),
+    "gpu": Sizes(steps=66, shown=32, cli_steps=200, speed_rounds=9, speed_steps=5),
+    "t4": Sizes(steps=40, shown=16, cli_steps=120, speed_rounds=9, speed_steps=3),
 }
 
 

@@ -4,7 +4,10 @@ the memory estimator's), with every threshold a named constant beside its rule.
 
 from __future__ import annotations
 
+import math
+
 from ftkit.core.claims import Verdict, verdict
+from ftkit.core.evidence import MIN_PAIRS, SE_MULTIPLE, log_ratios
 from ftkit.core.estimate import fit_table
 from ftkit.core.memory import human_bytes
 
@@ -33,6 +36,20 @@ def _count(n: int) -> str:
 def _x(a: float, b: float) -> str:
     """a / b as '×1.23'."""
     return f"×{a / b:.2f}" if b else "×inf"
+
+
+def _ratio(p) -> str:
+    """Paired log-ratios as '×1.15 [×1.09–×1.21: ±2 SE over 5 rounds]' (geometric mean), or '×1.15' for one."""
+    if p.n < 2:
+        return f"×{math.exp(p.mean):.2f}"
+    lo, hi = math.exp(p.mean - SE_MULTIPLE * p.se), math.exp(p.mean + SE_MULTIPLE * p.se)
+    return f"×{math.exp(p.mean):.2f} [×{lo:.2f}–×{hi:.2f}: ±{SE_MULTIPLE} SE over {p.n} rounds]"
+
+
+def _side(p, threshold: float) -> bool | None:
+    """Which side of `threshold` paired values lie: the noise rule's answer (None inside the noise) with several, the
+    value itself with one (a detail may read it; a verdict does not)."""
+    return p.above(threshold) if p.n >= MIN_PAIRS else (p.mean > threshold if p.n else None)
 
 
 def table_verdicts(f: dict) -> dict[str, Verdict]:
@@ -92,25 +109,31 @@ def table_verdicts(f: dict) -> dict[str, Verdict]:
                  f"not quantized, a large share of a small model; for a 7B model the estimate is {big:.2f}.")
     out["VRAM Usage"] = verdict(ROW_CLAIMS["VRAM Usage"], order_ok, text)
 
-    # Training speed: full slowest, LoRA fast, QLoRA slightly slower than LoRA
-    speedup, slowdown = lora["tokens_per_s"] / full["tokens_per_s"], qlora["tokens_per_s"] / lora["tokens_per_s"]
-    fast = speedup >= LORA_FASTER
-    text = (f"LoRA is {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed" if fast else
-            f"LoRA runs at {_x(lora['tokens_per_s'], full['tokens_per_s'])} full FT's speed, not faster, "
-            f"because the frozen weights still do the whole forward and the backward through every layer; "
-            f"LoRA saves only the weight gradients (~1/3 of the FLOPs) and the optimizer update"
-            + (" (FINDINGS §8: same on this CPU)" if cpu else ""))
-    if slowdown >= 1:
-        text += (f"; QLoRA is not slower than LoRA ({_x(qlora['tokens_per_s'], lora['tokens_per_s'])}): differs "
-                 f"here, the dequantization cost is hidden by the rest of the step at this size")
-    elif slowdown >= QLORA_SLIGHTLY_SLOWER:
-        text += (f"; QLoRA is slightly slower than LoRA ({_x(qlora['tokens_per_s'], lora['tokens_per_s'])}), as the "
-                 f"theory says (dequantization)")
+    # Training speed: full slowest, LoRA fast, QLoRA slightly slower than LoRA; decided on per-round ratios
+    rates = f.get("speed") or {m: [f[m]["tokens_per_s"]] for m in ("full", "lora", "qlora")}  # one value: not settled
+    speedup, slowdown = log_ratios(rates["lora"], rates["full"]), log_ratios(rates["qlora"], rates["lora"])
+    fast = speedup.above(math.log(LORA_FASTER))
+    said = f"LoRA runs at {_ratio(speedup)} full FT's speed"
+    if fast:
+        text = f"{said}, at least ×{LORA_FASTER} beyond the noise"
+    elif fast is None:
+        text = (f"{said}: " + ("one measurement, no noise measured" if speedup.n < MIN_PAIRS else
+                               f"within the noise of the ×{LORA_FASTER} the rule asks"))
     else:
-        text += (f"; QLoRA is slower than LoRA as the theory says (dequantization), but by "
-                 f"{_x(qlora['tokens_per_s'], lora['tokens_per_s'])}, more than 'slightly': "
-                 + ("on a CPU bitsandbytes dequantizes every 4-bit weight in plain code, without a fused GPU kernel"
-                    if cpu else "at this small size the dequantization is a large share of each step"))
+        text = (f"{said}, not ×{LORA_FASTER} faster, because the frozen weights still do the whole forward and the "
+                f"backward through every layer; LoRA saves only the weight gradients (~1/3 of the FLOPs) and the "
+                f"optimizer update" + (" (FINDINGS §8: same on this CPU)" if cpu else ""))
+    quantized = _ratio(slowdown)  # the detail: one measurement is read as it is, several by the noise rule
+    if _side(slowdown, 0.0) is not False:
+        text += (f"; QLoRA is not measurably slower than LoRA, {quantized}: differs here, the dequantization cost "
+                 f"is hidden by the rest of the step at this size")
+    elif _side(slowdown, math.log(QLORA_SLIGHTLY_SLOWER)) is not False:
+        text += f"; QLoRA is slightly slower than LoRA, {quantized}, as the theory says (dequantization)"
+    else:
+        text += (f"; QLoRA is slower than LoRA as the theory says (dequantization), but at {quantized}, more than "
+                 f"'slightly': " + ("on a CPU bitsandbytes dequantizes every 4-bit weight in plain code, without a "
+                                     "fused GPU kernel" if cpu else
+                                     "at this small size the dequantization is a large share of each step"))
     out["Training Speed"] = verdict(ROW_CLAIMS["Training Speed"], fast, text)
 
     # Storage: full checkpoint vs adapters
@@ -169,8 +192,12 @@ def table_verdicts(f: dict) -> dict[str, Verdict]:
 
 SUMMARY_MODELS = {"0.5B": "Qwen/Qwen2.5-0.5B", "1.5B": "Qwen/Qwen2.5-1.5B", "7B": "meta-llama/Llama-2-7b-hf",
                   "13B": "meta-llama/Llama-2-13b-hf", "70B": "meta-llama/Llama-2-70b-hf"}
-SUMMARY_RECIPES = {"default": dict(mixed_precision=True),  # AdamW, fp32 master weights (16 bytes per parameter)
-                   "memory-saving": dict(precision="bf16", optimizer="adamw_8bit", gradient_checkpointing=True)}
+# default: AdamW with fp32 master weights (16 bytes per parameter). memory-saving: bf16 weights and gradients, 8-bit
+# AdamW, gradient checkpointing, and the fp32 master copy full FT needs to train in bf16 at all (+4 B/param: without
+# it a bf16 step of 1e-5 rounds away on most weights; estimate_memory's master_weights).
+SUMMARY_RECIPES = {"default": dict(mixed_precision=True),
+                   "memory-saving": dict(precision="bf16", optimizer="adamw_8bit", gradient_checkpointing=True,
+                                         master_weights=True)}
 
 
 def summary_fits(models: dict = SUMMARY_MODELS, recipes: dict = SUMMARY_RECIPES) -> dict:
@@ -194,7 +221,8 @@ def summary_verdicts(fits: dict, models: dict = SUMMARY_MODELS, recipes: dict = 
         "1.summary-full", not any(full_7b.values()),
         f"7B needs {fits['default', '7B', 'full']['total_gib']:.0f} GiB by default "
         f"({full_7b['default'] or 'several GPUs'}), {fits['memory-saving', '7B', 'full']['total_gib']:.0f} GiB with "
-        f"bf16 weights, 8-bit AdamW and checkpointing ({full_7b['memory-saving'] or 'several GPUs'}); several GPUs are "
+        f"bf16 weights and their fp32 master copy, 8-bit AdamW and checkpointing "
+        f"({full_7b['memory-saving'] or 'several GPUs'}); several GPUs are "
         f"needed from {cluster_from['default']} (default) or {cluster_from['memory-saving']} (memory-saving)")
     lora_fit = {(recipe, s): smallest(recipe, s, "lora") for recipe in recipes for s in ("7B", "13B")}
     lora_7b = lora_fit["default", "7B"]

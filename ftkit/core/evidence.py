@@ -1,0 +1,90 @@
+"""The one noise rule: when a difference between two arms is measured, and when it is within the run's own noise.
+
+Every verdict that compares arms (a remedy against a baseline, one rate against another, LoRA's speed against full
+FT's) decides on **paired differences**: the arms run with the same seeds (same data order per seed), or in the same
+interleaved rounds for timings, and dᵢ = aᵢ − bᵢ is taken per seed. With n pairs, mean d̄ and standard error
+SE = sd(d)/√n, a claim "the difference is above t" is
+
+- **settled true** when d̄ − t > 2·SE,
+- **settled false** when t − d̄ > 2·SE,
+- **not settled** otherwise, and always when there are fewer than MIN_PAIRS pairs (one seed measures no noise).
+
+Stated once, in CLAIMS.md; used by every chapter through `paired(...)` and `Paired.above(...)`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+MIN_PAIRS = 3  # fewer pairs than this measure no usable noise: the verdict is "not settled"
+SE_MULTIPLE = 2  # a difference counts when it is more than 2 standard errors away (about 95 % for a normal mean)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Paired differences aᵢ − bᵢ (one per seed or round) and what the noise rule makes of them."""
+
+    diffs: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.diffs)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.diffs) if self.diffs else math.nan
+
+    @property
+    def se(self) -> float:
+        """Standard error of the mean difference; nan with fewer than 2 pairs (no spread to measure)."""
+        return statistics.stdev(self.diffs) / math.sqrt(self.n) if self.n >= 2 else math.nan
+
+    def above(self, threshold: float = 0.0) -> bool | None:
+        """True when the mean difference is above `threshold` by more than SE_MULTIPLE standard errors, False when it
+        is below by as much, None when that is not settled (within the noise, or fewer than MIN_PAIRS pairs)."""
+        if self.n < MIN_PAIRS or any(math.isnan(d) for d in self.diffs):
+            return None
+        margin = SE_MULTIPLE * self.se
+        if self.mean - threshold > margin:
+            return True
+        if threshold - self.mean > margin:
+            return False
+        return None
+
+    def below(self, threshold: float = 0.0) -> bool | None:
+        """True when the mean difference is credibly below `threshold` (the mirror of `above`)."""
+        result = self.above(threshold)
+        return None if result is None else not result
+
+    def describe(self, fmt: str = "+.3f", unit: str = "") -> str:
+        """'−0.031 ± 0.012 (mean ± 2 SE over 3 seeds)', or the one value and 'one seed: noise not measured'."""
+        if self.n == 0:
+            return "no pairs"
+        if self.n == 1:
+            return f"{self.mean:{fmt}}{unit} (one seed: noise not measured)"
+        return (f"{self.mean:{fmt}}{unit} ± {SE_MULTIPLE * self.se:{fmt.lstrip('+')}}{unit} (mean ± {SE_MULTIPLE} SE over "
+                f"{self.n} {'pairs' if self.n < MIN_PAIRS else 'seeds'})")
+
+
+def paired(a: Mapping | Sequence, b: Mapping | Sequence) -> Paired:
+    """The paired differences a − b: two dicts keyed by seed (only the seeds both arms ran), or two sequences of the
+    same length (same order). Raises ValueError when nothing pairs up."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        seeds = [s for s in a if s in b]
+        values = [(a[s], b[s]) for s in seeds]
+    else:
+        a, b = list(a), list(b)
+        if len(a) != len(b):
+            raise ValueError(f"Paired arms need one value each per seed: got {len(a)} and {len(b)} values.")
+        values = list(zip(a, b))
+    if not values:
+        raise ValueError("No seed appears in both arms: run both arms with the same seeds.")
+    return Paired(tuple(float(x) - float(y) for x, y in values))
+
+
+def log_ratios(a: Sequence[float], b: Sequence[float]) -> Paired:
+    """Paired log(aᵢ / bᵢ): for rates (tokens/s) whose claim is a ratio ("at least 1.2x"): compare with log(ratio)."""
+    return Paired(tuple(math.log(x / y) for x, y in zip(a, b, strict=True)))
