@@ -20,6 +20,7 @@ HALVED = 0.5  # 2.batch-stable: the largest batch's gradient noise under half th
 NO_WORSE = 0.01  # 2.rank-capacity: the largest rank's validation loss no more than 0.01 above the smallest's
 FLAT = 0.01  # 2.epochs-fit: a validation loss within 0.01 of its minimum is flat, not rising
 TYPICAL_EPOCHS = (1, 3)  # 2.epochs-typical: the theory's "1-3 epochs" for SFT
+ONE_SIZE = "only one {what} measured: a claim about a larger one needs two at least"  # not settled, whatever it says
 
 
 def oscillates(curve: list[float]) -> bool:
@@ -80,7 +81,7 @@ def lr_verdicts(start: dict, finals: dict, train_losses: dict, grad_norms: dict)
                    " — the gradient is still large and the loss still falling, and a larger rate from the same start "
                    "goes far lower: slow progress, not a local minimum; the text's 'stuck in local minima' is loose")
     else:
-        holds, detail = False, "no rate was too low here, so nothing could get stuck"
+        holds, detail = None, "no rate was too low here, so nothing could get stuck: this sweep cannot test the claim"
     out["2.lr-local-minima"] = verdict("2.lr-local-minima", holds, detail)
     best = {m: min((r for r, d in diag[m].items() if d == "best"), default=math.nan) for m in diag}
     ratio = best["lora"] / best["full"]
@@ -93,7 +94,12 @@ def lr_verdicts(start: dict, finals: dict, train_losses: dict, grad_norms: dict)
         detail += (f"; but {' and '.join(tied)} end within {NEAR_BEST:g}x of each other: in these steps they all nearly "
                    f"solve the task, so the sweep places the optimum only between them, and the ratio lies between "
                    f"{low:.3g}x and {high:.3g}x")
-    out["2.lr-lora-higher"] = verdict("2.lr-lora-higher", low > 1, detail)
+    if not all(math.isfinite(b) for b in best.values()):  # every rate of a method diverged: no best rate to compare
+        detail = "no best rate for " + " and ".join(m for m, b in best.items() if not math.isfinite(b)) + \
+            ": every rate of the sweep diverged, so the sweep cannot place the optimum"
+        out["2.lr-lora-higher"] = verdict("2.lr-lora-higher", None, detail)
+    else:
+        out["2.lr-lora-higher"] = verdict("2.lr-lora-higher", low > 1, detail)
     return out
 
 
@@ -116,6 +122,9 @@ def batch_verdicts(noise: dict, memory: dict, accumulation: dict) -> dict[str, V
     """noise {b: relative gradient variance}; memory {b: bytes of one step}; accumulation {"loss_diff", "weight_diff",
     "tolerance", "memory_small", "memory_big"}: relative differences of batch 8 vs 4 x 2 and their memories."""
     sizes = sorted(noise)
+    if len(sizes) < 2:
+        return {claim: verdict(claim, None, ONE_SIZE.format(what="batch size")) for claim in
+                ("2.batch-stable", "2.batch-vram")} | _accumulation(accumulation)
     slope = (math.log(noise[sizes[-1]]) - math.log(noise[sizes[0]])) / (math.log(sizes[-1]) - math.log(sizes[0]))
     out = {"2.batch-stable": verdict(
         "2.batch-stable", noise[sizes[-1]] < HALVED * noise[sizes[0]],
@@ -126,14 +135,16 @@ def batch_verdicts(noise: dict, memory: dict, accumulation: dict) -> dict[str, V
     out["2.batch-vram"] = verdict(
         "2.batch-vram", grows, f"one step needs {_mb(memory[bs[0]])} at batch {bs[0]} and {_mb(memory[bs[-1]])} at "
         f"batch {bs[-1]}: +{_mb((memory[bs[-1]] - memory[bs[0]]) / (bs[-1] - bs[0]))} per example (activations)")
-    a = accumulation
+    return out | _accumulation(accumulation)
+
+
+def _accumulation(a: dict) -> dict[str, Verdict]:
     same = a["loss_diff"] <= a["tolerance"] and a["weight_diff"] <= a["tolerance"]
-    out["2.batch-accumulation"] = verdict(
+    return {"2.batch-accumulation": verdict(
         "2.batch-accumulation", same and a["memory_small"] < a["memory_big"],
         f"batch 8 vs 4 x 2 accumulation: losses differ by {a['loss_diff']:.2%}, trained weights by "
         f"{a['weight_diff']:.2%} of the update (tolerance {a['tolerance']:.0%}); memory of a step "
-        f"{_mb(a['memory_small'])} vs {_mb(a['memory_big'])}")
-    return out
+        f"{_mb(a['memory_small'])} vs {_mb(a['memory_big'])}")}
 
 
 def _mb(n: float) -> str:
@@ -144,6 +155,9 @@ def _mb(n: float) -> str:
 def rank_verdicts(params: dict, formula: dict, memory: dict, val_loss: dict, targets: dict) -> dict[str, Verdict]:
     """params/formula/memory/val_loss: {r: number}; targets: {"all-linear": val loss, "attention": val loss}."""
     rs = sorted(params)
+    if len(rs) < 2 or len(memory) < 2 or len(val_loss) < 2:  # a claim about "higher r" needs two ranks at least
+        return {claim: verdict(claim, None, ONE_SIZE.format(what="rank")) for claim in
+                ("2.rank-params", "2.rank-vram", "2.rank-capacity")} | _targets(targets)
     exact = all(params[r] == formula[r] for r in rs)
     out = {"2.rank-params": verdict(
         "2.rank-params", exact and all(params[a] < params[b] for a, b in zip(rs, rs[1:])),
@@ -159,11 +173,14 @@ def rank_verdicts(params: dict, formula: dict, memory: dict, val_loss: dict, tar
         "2.rank-capacity", val_loss[vs[-1]] <= val_loss[vs[0]] + NO_WORSE,
         ", ".join(f"r={r}: {val_loss[r]:.3f}" for r in vs) + " validation loss after the same steps (overfitting "
         "needs longer runs on less data: chapter 3)")
-    out["2.rank-all-linear"] = verdict(
+    return out | _targets(targets)
+
+
+def _targets(targets: dict) -> dict[str, Verdict]:
+    return {"2.rank-all-linear": verdict(
         "2.rank-all-linear", targets["all-linear"] < targets["attention"],
         f"validation loss all-linear {targets['all-linear']:.3f} vs attention-only {targets['attention']:.3f} at the "
-        "same r and steps")
-    return out
+        "same r and steps")}
 
 
 def alpha_verdicts(val_loss: dict) -> dict[str, Verdict]:
@@ -171,6 +188,9 @@ def alpha_verdicts(val_loss: dict) -> dict[str, Verdict]:
     spread = {s: max(v.values()) - min(v.values()) for s, v in val_loss.items()}
     fixed = val_loss["fixed alpha"]
     rs = sorted(fixed)
+    if len(rs) < 2:  # one rank: no spread across ranks, and alpha=2r equals the fixed alpha or not by choice only
+        return {claim: verdict(claim, None, ONE_SIZE.format(what="rank")) for claim in
+                ("2.alpha-influence", "2.alpha-rule")}
     out = {"2.alpha-influence": verdict(
         "2.alpha-influence", fixed[rs[-1]] > val_loss["alpha=2r"][rs[-1]],
         f"at r={rs[-1]}: validation loss {val_loss['alpha=2r'][rs[-1]]:.3f} with alpha=2r vs {fixed[rs[-1]]:.3f} with "
@@ -189,6 +209,9 @@ def alpha_verdicts(val_loss: dict) -> dict[str, Verdict]:
 def epoch_verdicts(val_by_epoch: dict) -> dict[str, Verdict]:
     """val_by_epoch: {epoch: validation loss}."""
     es = sorted(val_by_epoch)
+    if len(es) < 3:  # a minimum between the first and the last epoch needs three at least
+        return {claim: verdict(claim, None, f"only {len(es)} epoch(s) measured: a rise after a minimum needs three")
+                for claim in ("2.epochs-fit", "2.epochs-typical")}
     best = min(es, key=val_by_epoch.get)
     rise = val_by_epoch[es[-1]] - val_by_epoch[best]
     detail = (f"validation loss fell to {val_by_epoch[best]:.3f} at epoch {best:g}, then rose by {rise:.3f} by epoch "
