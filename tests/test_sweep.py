@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 import ftkit
 import ftkit.core.profiles
@@ -142,9 +143,15 @@ def test_lr_verdicts_flip():
 
 def test_batch_verdicts_flip():
     acc = {"loss_diff": 0.001, "weight_diff": 0.005, "tolerance": 0.02, "memory_small": 1e6, "memory_big": 2e6}
-    v = sw.batch_verdicts({1: 4.0, 8: 0.5}, {1: 1e6, 4: 2e6, 8: 3e6}, acc)
+
+    def sizes(small, big):
+        return {1: {"samples": small, "variance": sum(small) / 3, "batches": 3},
+                8: {"samples": big, "variance": sum(big) / 3, "batches": 3}}
+
+    v = sw.batch_verdicts(sizes([4.0, 4.4, 3.6], [0.5, 0.6, 0.4]), {1: 1e6, 4: 2e6, 8: 3e6}, acc)
     assert all(agrees(t) for t in v.values()) and "b^-1.00" in v["2.batch-stable"].detail
-    v = sw.batch_verdicts({1: 4.0, 8: 3.0}, {1: 1e6, 4: 2e6, 8: 1.5e6}, {**acc, "weight_diff": 0.1})
+    v = sw.batch_verdicts(sizes([4.0, 4.4, 3.6], [3.0, 3.1, 2.9]), {1: 1e6, 4: 2e6, 8: 1.5e6},
+                          {**acc, "weight_diff": 0.1})
     assert not any(agrees(t) for t in v.values())
 
 
@@ -180,11 +187,44 @@ def test_epoch_and_warmup_verdicts_flip():
 def test_gradient_noise_shrinks_with_batch_size(tiny_profile, tiny_data):
     model, tokenizer = ftkit.load_model("tiny-random", "lora")
     rows = list(tiny_data["train"])
-    batches = {b: [ftkit.hyperparameters.answer_batch(tokenizer, rows[i * b:(i + 1) * b]) for i in range(3)] for b in (1, 8)}
+    losses = ftkit.hyperparameters.warm_up(model, [ftkit.hyperparameters.answer_batch(tokenizer, rows[:4])] * 2)
+    assert len(losses) == 2 and losses[1] < losses[0]  # real steps on the same batch: its loss falls
+    batches = {b: [ftkit.hyperparameters.answer_batch(tokenizer, rows[4 + i * b:4 + (i + 1) * b]) for i in range(3)]
+               for b in (1, 8)}
     before = ftkit.hyperparameters.flat_trainable(model).clone()
     noise = ftkit.hyperparameters.gradient_noise(model, batches)
-    assert noise[8]["noise"] < noise[1]["noise"] and noise[1]["batches"] == 3
+    assert noise[8]["variance"] < noise[1]["variance"] and noise[1]["batches"] == 3 and len(noise[1]["samples"]) == 3
     assert -1 <= noise[1]["cosine"] <= 1 and (ftkit.hyperparameters.flat_trainable(model) == before).all()
+
+
+class MeanOfPoints(torch.nn.Module):
+    """loss = mean ‖w − xᵢ‖²/2 over the batch: each example's gradient is w − xᵢ, so with xᵢ ~ N(μ, σ²I) in P
+    dimensions the batch gradient's variance is Pσ²/b and the signal ‖w − μ‖²: the estimator's answer is known."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(w)
+
+    def forward(self, x):
+        return type("Out", (), {"loss": ((self.w - x) ** 2).sum(1).mean() / 2})()
+
+
+def test_gradient_noise_is_unbiased_where_the_old_ratio_levels_off():
+    torch.manual_seed(0)
+    P, sigma, k = 1000, 1.0, 4
+    model = MeanOfPoints(torch.full((P,), 0.05))  # signal ‖w − 0‖² = 2.5, noise per example P·σ² = 1000
+    batches = {b: [{"x": sigma * torch.randn(b, P)} for _ in range(k)] for b in (1, 4, 16)}
+    noise = ftkit.hyperparameters.gradient_noise(model, batches)
+    for b in (1, 4, 16):
+        assert noise[b]["variance"] == pytest.approx(P * sigma**2 / b, rel=0.35), b
+    assert noise[1]["noise_scale"] == pytest.approx(1000 / 2.5, rel=0.6)  # tr(Σ)/|G|² = 400 examples
+    # the old ratio ‖gᵢ − ḡ‖²/‖ḡ‖² (mean over i) hardly moves with b: noise dominates its denominator too
+    old = {}
+    for b, group in batches.items():
+        g = torch.stack([0.05 - x.mean(0) for x in (batch["x"] for batch in group)])
+        old[b] = float(((g - g.mean(0)) ** 2).sum(1).mean() / (g.mean(0) ** 2).sum())
+    assert max(old.values()) / min(old.values()) < 2 and all(0.5 < v < k for v in old.values())
+    assert noise[1]["variance"] / noise[16]["variance"] > 8  # the unbiased estimate falls ~16x
 
 
 def test_accumulation_matches_the_big_batch_in_fp32(tiny_profile, tiny_data):

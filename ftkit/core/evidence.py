@@ -59,14 +59,15 @@ class Paired:
         result = self.above(threshold)
         return None if result is None else not result
 
-    def describe(self, fmt: str = "+.3f", unit: str = "") -> str:
-        """'−0.031 ± 0.012 (mean ± 2 SE over 3 seeds)', or the one value and 'one seed: noise not measured'."""
+    def describe(self, fmt: str = "+.3f", unit: str = "", over: str = "seeds") -> str:
+        """'−0.031 ± 0.012 (mean ± 2 SE over 3 seeds)', or the one value and 'one seed: noise not measured'. `over`:
+        what the pairs are (seeds, rounds, batches)."""
         if self.n == 0:
             return "no pairs"
         if self.n == 1:
-            return f"{self.mean:{fmt}}{unit} (one seed: noise not measured)"
+            return f"{self.mean:{fmt}}{unit} (one of the {over}: noise not measured)"
         return (f"{self.mean:{fmt}}{unit} ± {SE_MULTIPLE * self.se:{fmt.lstrip('+')}}{unit} (mean ± {SE_MULTIPLE} SE over "
-                f"{self.n} {'pairs' if self.n < MIN_PAIRS else 'seeds'})")
+                f"{self.n} {over})")
 
 
 def paired(a: Mapping | Sequence, b: Mapping | Sequence) -> Paired:

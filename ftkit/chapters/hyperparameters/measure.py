@@ -16,18 +16,41 @@ from ftkit.core.profiles import Profile, get_profile
 from ftkit.core.train import eval_loss, run_experiment
 
 
-def gradient_noise(model, batches: dict[int, list[dict]], *, precision: str = "fp32") -> dict[int, dict]:
-    """How much the gradient of the trainable weights varies from batch to batch, per batch size.
-
-    batches: {batch size: [batch, batch, ...]} (ftkit.answer_batch dicts). For each size: the gradient g_i of each
-    batch; noise = mean ||g_i - mean g||^2 / ||mean g||^2 (shrinks like 1/b for independent examples) and the mean
-    pairwise cosine between the g_i (grows towards 1). Weights are not changed (no optimizer step).
-    precision: the autocast training uses (ftkit.autocast), on the model's device."""
-
-
+def warm_up(model, batches: list[dict], *, precision: str = "fp32", lr: float = 2e-4) -> list[float]:
+    """A few real AdamW steps, one per batch, so the gradient is measured where training is and not at the start: at
+    initialisation LoRA's B is zero, which leaves A without any gradient. Returns the losses."""
     params = [p for p in model.parameters() if p.requires_grad]
     device = next(model.parameters()).device
-    out = {}
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    losses = []
+    model.train()
+    for batch in batches:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(precision, device.type):
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.zero_grad(set_to_none=True)
+    return losses
+
+
+def gradient_noise(model, batches: dict[int, list[dict]], *, precision: str = "fp32") -> dict[int, dict]:
+    """How much the gradient of the trainable weights varies from batch to batch, per batch size, estimated without
+    bias.
+
+    batches: {batch size b: [batch, batch, ...]} (answer_batch dicts, disjoint rows). For each size, the gradient gᵢ
+    of each of its k batches and, per batch, uᵢ = ‖gᵢ − ḡ‖² · k/(k − 1): the mean of the uᵢ is an unbiased estimate of
+    the batch gradient's variance E‖g_b − G‖² = tr(Σ)/b (tr(Σ): the per-example gradient variance), whatever the
+    signal. ("variance", "samples": the uᵢ, "cosine": mean pairwise cosine between the gᵢ, "batches": k.)
+
+    Relative to the signal: |G|² is estimated without bias from the mean gradient over all N examples,
+    ‖ḡ_all‖² − tr(Σ)/N (McCandlish et al. 2018), and "noise" = variance / |G|², "noise_scale" = tr(Σ)/|G|² (the
+    batch size where noise and signal are equal). The old ‖gᵢ − ḡ‖²/‖ḡ‖² over k batches levels off near k − 1 when
+    noise dominates, whatever b: ‖ḡ‖² is mostly noise too. Weights are not changed (no optimizer step)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = next(model.parameters()).device
+    out, total, examples = {}, None, 0
     model.train()
     for size, group in batches.items():
         grads = []
@@ -38,14 +61,21 @@ def gradient_noise(model, batches: dict[int, list[dict]], *, precision: str = "f
             loss.backward()
             grads.append(torch.cat([p.grad.float().flatten() for p in params]))
         g = torch.stack(grads)
-        mean = g.mean(0)
-        noise = ((g - mean) ** 2).sum(1).mean() / (mean ** 2).sum()
+        k = len(grads)
+        total = g.sum(0) * size if total is None else total + g.sum(0) * size
+        examples += k * size
+        samples = (((g - g.mean(0)) ** 2).sum(1) * k / (k - 1)).tolist() if k > 1 else [math.nan]
         unit = torch.nn.functional.normalize(g, dim=1)
         cos = unit @ unit.T
-        k = len(grads)
-        out[size] = {"noise": float(noise), "cosine": float((cos.sum() - k) / (k * (k - 1))) if k > 1 else math.nan,
-                     "batches": k}
+        out[size] = {"variance": sum(samples) / len(samples), "samples": samples, "batches": k,
+                     "cosine": float((cos.sum() - k) / (k * (k - 1))) if k > 1 else math.nan}
     model.zero_grad(set_to_none=True)
+    trace = sum(size * n["variance"] for size, n in out.items()) / len(out)  # tr(Σ), from every size alike
+    signal = float((total / examples).pow(2).sum()) - trace / examples  # unbiased |G|²
+    for n in out.values():
+        n["signal"], n["trace"] = signal, trace
+        n["noise"] = n["variance"] / signal if signal > 0 else math.inf
+        n["noise_scale"] = trace / signal if signal > 0 else math.inf
     return out
 
 

@@ -8,6 +8,7 @@ import math
 
 from ftkit.chapters.hyperparameters.sweeps import rise_share
 from ftkit.core.claims import Verdict, verdict
+from ftkit.core.evidence import paired
 from ftkit.core.memory import human_bytes
 
 TOO_LOW_FRACTION = 0.25  # a rate is "too low" when its loss moved less than this share of what the best rate moved
@@ -16,7 +17,7 @@ SWING = 0.5  # ... and swung above its first value by more than this fraction (b
 ABOVE_START = 1.05  # ... or ended above the untrained model's validation loss by more than 5 % (noise and bf16)
 NEAR_BEST = 1.5  # rates whose final loss is within 1.5x of the best one are not told apart: both reached the floor
 VANISHED = 0.2  # 2.lr-local-minima: a gradient norm ending under 20 % of its start is stuck in a minimum
-HALVED = 0.5  # 2.batch-stable: the largest batch's gradient noise under half the smallest's
+HALVED = 0.5  # 2.batch-stable: the largest batch's gradient variance under half the smallest's (noise rule)
 NO_WORSE = 0.01  # 2.rank-capacity: the largest rank's validation loss no more than 0.01 above the smallest's
 FLAT = 0.01  # 2.epochs-fit: a validation loss within 0.01 of its minimum is flat, not rising
 TYPICAL_EPOCHS = (1, 3)  # 2.epochs-typical: the theory's "1-3 epochs" for SFT
@@ -119,18 +120,34 @@ def _high_sign(start: float, final: float, curve: list[float]) -> str:
 
 
 def batch_verdicts(noise: dict, memory: dict, accumulation: dict) -> dict[str, Verdict]:
-    """noise {b: relative gradient variance}; memory {b: bytes of one step}; accumulation {"loss_diff", "weight_diff",
-    "tolerance", "memory_small", "memory_big"}: relative differences of batch 8 vs 4 x 2 and their memories."""
+    """noise: gradient_noise's {b: {"samples", "variance", "noise_scale", ...}}; memory {b: bytes of one step};
+    accumulation {"loss_diff", "weight_diff", "tolerance", "memory_small", "memory_big"}: relative differences of
+    batch 8 vs 4 x 2 and their memories. 2.batch-stable by the noise rule on the per-batch variance samples of the
+    smallest and the largest batch size, paired by their order (independent batches: the pairing is only bookkeeping)."""
     sizes = sorted(noise)
     if len(sizes) < 2:
         return {claim: verdict(claim, None, ONE_SIZE.format(what="batch size")) for claim in
                 ("2.batch-stable", "2.batch-vram")} | _accumulation(accumulation)
-    slope = (math.log(noise[sizes[-1]]) - math.log(noise[sizes[0]])) / (math.log(sizes[-1]) - math.log(sizes[0]))
-    out = {"2.batch-stable": verdict(
-        "2.batch-stable", noise[sizes[-1]] < HALVED * noise[sizes[0]],
-        f"gradient noise {noise[sizes[0]]:.3g} at batch {sizes[0]} -> {noise[sizes[-1]]:.3g} at batch {sizes[-1]}: "
-        f"it falls as b^{slope:.2f} (independent examples give b^-1)")}
+    small, big = noise[sizes[0]], noise[sizes[-1]]
+    calmer = paired([HALVED * u for u in small["samples"]], big["samples"])  # > 0: the big batch's variance is lower
+    holds = calmer.above(0.0)
+    var = {b: noise[b]["variance"] for b in sizes}
+    slope = (math.log(var[sizes[-1]]) - math.log(var[sizes[0]])) / (math.log(sizes[-1]) - math.log(sizes[0])) \
+        if var[sizes[0]] > 0 and var[sizes[-1]] > 0 else math.nan
+    scale = small.get("noise_scale", math.nan)
+    detail = (f"variance of the batch gradient {var[sizes[0]]:.3g} at batch {sizes[0]} -> {var[sizes[-1]]:.3g} at batch "
+              f"{sizes[-1]} (unbiased, {small['batches']} batches each): it falls as b^{slope:.2f} (independent "
+              f"examples give b^-1); half the small batch's minus the large one's: {calmer.describe('+.3g', over='batches')}")
+    if holds is None:
+        detail += "; within the noise of these few batches"
+    if math.isfinite(scale):
+        detail += (f". Gradient noise scale tr(Σ)/|G|² ≈ {scale:.3g}: batches much smaller than that are mostly noise, "
+                   f"much larger ones add little signal per example")
+    out = {"2.batch-stable": verdict("2.batch-stable", holds, detail)}
     bs = sorted(memory)
+    if len(bs) < 2:
+        return out | {"2.batch-vram": verdict("2.batch-vram", None, ONE_SIZE.format(what="batch size"))} \
+            | _accumulation(accumulation)
     grows = all(memory[a] < memory[b] for a, b in zip(bs, bs[1:]))
     out["2.batch-vram"] = verdict(
         "2.batch-vram", grows, f"one step needs {_mb(memory[bs[0]])} at batch {bs[0]} and {_mb(memory[bs[-1]])} at "
