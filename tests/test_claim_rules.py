@@ -119,7 +119,7 @@ add("1.summary-qlora", summary_verdicts, FITS,
 
 # --- chapter 2: the hyperparameter sweeps ---------------------------------------------------------------------------
 
-LR = dict(zip(("start", "finals", "train_losses", "grad_norms"), lr_inputs()))
+LR = dict(zip(("start", "finals", "train_losses"), lr_inputs()))
 # rates 1e-6..1e-2 for both methods: 1e-2 ends in NaN, 1e-6 barely moves (0.52 -> 0.5) with its gradient norm still at
 # 90 % of its start, the best rate is 1e-3 for LoRA and 1e-5 for full FT (loss 0.1), the others end at 0.3
 
@@ -127,10 +127,12 @@ add("2.lr-too-high", ch2.lr_verdicts, LR,
     differs=[("finals", "lora", 1e-2, 0.2)])  # LoRA's 1e-2 ends at 0.2: no LoRA rate diverged
 add("2.lr-too-low", ch2.lr_verdicts, LR,
     differs=[("finals", "lora", 1e-6, 0.3)])  # LoRA's 1e-6 moves the loss 0.22, over 25 % of the best rate's 0.42
-add("2.lr-local-minima", ch2.lr_verdicts, LR,
-    agrees=[("grad_norms", "lora", 1e-6, [10.0, 9.0, 8.0, 1.0])],  # LoRA's 1e-6 ends at 10 % of its gradient norm
-    differs=(),  # the too-low rates' gradients stay at 90 %
-    not_settled=[("finals", "lora", 1e-6, 0.3), ("finals", "full", 1e-6, 0.3)])  # no rate too low: nothing to test
+MINIMA = dict(method="lora", low=1e-5, best=1e-3, continued={  # each seed's too-low run, then continued at the best
+    s: {"low": 0.50 + d, "continued": 0.30 + d, "grad_start": 10.0, "grad_end": 9.0} for s, d in ((0, 0), (1, .01), (2, -.01))})
+add("2.lr-local-minima", ch2.minima_verdict, MINIMA,
+    agrees=[("continued", s, "continued", v) for s, v in ((0, 0.55), (1, 0.56), (2, 0.545))],  # rose on every seed
+    differs=(),  # the continuation lowered the loss by 0.2 on every seed
+    not_settled=[("continued", s, "continued", v) for s, v in ((0, 0.40), (1, 0.56), (2, 0.49))])  # +0.1, -0.05, 0.0
 add("2.lr-lora-higher", ch2.lr_verdicts, LR,
     differs=[("finals", "lora", 1e-5, 0.05)],  # LoRA's best rate is 1e-5 too, full FT's rate
     not_settled=[("finals", "lora", {1e-2: float("nan")})])  # LoRA's only rate diverged: no best rate to compare

@@ -102,15 +102,14 @@ def agrees(verdict):
     return verdict.holds
 
 
-def lr_inputs(high_diverges=True, low_stuck=False, lora_best=1e-3):
+def lr_inputs(high_diverges=True, lora_best=1e-3):
     rates = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
-    finals, curves, grads = {}, {}, {}
+    finals, curves = {}, {}
     for m, best in (("lora", lora_best), ("full", 1e-5)):
         finals[m] = {r: (0.5 if r == 1e-6 else 0.1 if r == best else 0.3) for r in rates}
         finals[m][1e-2] = math.nan if high_diverges else 0.2
         curves[m] = {r: [1.0, 0.9, 0.8, 0.7] for r in rates}
-        grads[m] = {r: [10.0, 9.0, 8.0, 1.0 if low_stuck else 9.0] for r in rates}
-    return {"lora": 0.52, "full": 0.52}, finals, curves, grads
+    return {"lora": 0.52, "full": 0.52}, finals, curves
 
 
 def test_diagnose_rates():
@@ -125,20 +124,33 @@ def test_diagnose_rates():
 def test_lr_verdicts_flip():
     v = sw.lr_verdicts(*lr_inputs())
     assert agrees(v["2.lr-too-high"]) and agrees(v["2.lr-too-low"]) and agrees(v["2.lr-lora-higher"])
-    assert not agrees(v["2.lr-local-minima"]) and "loose" in v["2.lr-local-minima"].detail
-    assert "100x" in v["2.lr-lora-higher"].detail
-    v = sw.lr_verdicts(*lr_inputs(high_diverges=False, low_stuck=True, lora_best=1e-5))
-    assert not agrees(v["2.lr-too-high"]) and agrees(v["2.lr-local-minima"]) and not agrees(v["2.lr-lora-higher"])
-    start, finals, curves, grads = lr_inputs(lora_best=1e-4)
+    assert "100x" in v["2.lr-lora-higher"].detail and "2.lr-local-minima" not in v  # minima_verdict's
+    v = sw.lr_verdicts(*lr_inputs(high_diverges=False, lora_best=1e-5))
+    assert not agrees(v["2.lr-too-high"]) and not agrees(v["2.lr-lora-higher"])
+    start, finals, curves = lr_inputs(lora_best=1e-4)
     finals["full"][1e-4] = 0.12  # full FT's 1e-5 and 1e-4 both near the floor: the ratio is 1x-10x, not resolved
-    v = sw.lr_verdicts(start, finals, curves, grads)["2.lr-lora-higher"]
+    v = sw.lr_verdicts(start, finals, curves)["2.lr-lora-higher"]
     assert not agrees(v) and "between 1x and 10x" in v.detail and "1e-05 (0.1000) and 0.0001 (0.1200)" in v.detail
     finals["full"][1e-4] = 0.3  # ... and resolved again when 1e-4 is clearly worse
-    assert agrees(sw.lr_verdicts(start, finals, curves, grads)["2.lr-lora-higher"])
-    start, finals, curves, grads = lr_inputs()
+    assert agrees(sw.lr_verdicts(start, finals, curves)["2.lr-lora-higher"])
+    start, finals, curves = lr_inputs()
     for m in finals:
         finals[m][1e-6] = 0.12
-    assert not agrees(sw.lr_verdicts(start, finals, curves, grads)["2.lr-too-low"])
+    assert not agrees(sw.lr_verdicts(start, finals, curves)["2.lr-too-low"])
+
+
+def test_a_too_low_run_continues_at_the_best_rate(tiny_profile, tiny_data):
+    continued = sw.continue_too_low("lora", 1e-6, 1e-2, profile=tiny_profile, data=tiny_data, steps=2, batch_size=2,
+                                    seeds=(0, 1), progress=False)
+    assert set(continued) == {0, 1}
+    for c in continued.values():
+        assert c["continued"] != c["low"] and c["grad_start"] > 0  # the continuation trained the stopped model
+    v = sw.minima_verdict("lora", 1e-6, 1e-2, continued)
+    assert v.outcome == "not settled at this size" and "over 2" in v.detail  # two seeds: no noise rule yet
+    stopped = ftkit.run_experiment("lora", profile=tiny_profile, data=tiny_data, max_steps=1, save=False,
+                                   score_splits=(), progress=False, keep_model=False)
+    with pytest.raises(ValueError, match="kept its model"):
+        ftkit.run_experiment("lora", profile=tiny_profile, data=tiny_data, max_steps=1, start=stopped)
 
 
 def test_batch_verdicts_flip():

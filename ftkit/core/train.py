@@ -29,6 +29,7 @@ from ftkit.core.models import (
     forward_autocast,
     is_quantized,
     load_model,
+    load_tokenizer,
 )
 from ftkit.core.profiles import Profile, get_profile
 from ftkit.core.quiet import quiet_loading, quiet_trainer, quiet_training
@@ -236,7 +237,7 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
                    early_stopping_patience: int | None = None, save_every: int | None = None,
                    output_dir: str | None = None, resume: bool = False, save: bool = True, score_splits=("test",),
                    callbacks=(), progress: bool = True, keep_model: bool = True,
-                   upcast_frozen_to_fp32: bool | None = None, data_seed: int = 0,
+                   upcast_frozen_to_fp32: bool | None = None, data_seed: int = 0, start: Result | None = None,
                    **overrides) -> Result:
     """Fine-tune `model` (a name) with `method` on `data` (default: the course dataset) and measure everything.
 
@@ -254,6 +255,8 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
     upcast_frozen_to_fp32: LoRA and QLoRA; True keeps the frozen weights outside the decoder's linear layers
         (embeddings, norms, lm_head) in fp32 (for QLoRA: peft's prepare_model_for_kbit_training), False leaves them in
         the compute dtype (lean), None (default) is False except under fp16 (ftkit.models.default_upcast).
+    start: a result kept with keep_model=True, whose model trains on instead of a freshly loaded one (same method),
+        with a new optimizer and schedule: hp then describes the continuation only.
     """
     from transformers import set_seed
 
@@ -263,7 +266,13 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
     data = data if data is not None else profile_dataset(profile, seed=data_seed)
     check_run(hp, n_train=len(data["train"]), device=profile.device)
     set_seed(hp.seed)
-    net, tokenizer = load_for_training(method, hp, profile, model_name, upcast_frozen_to_fp32)
+    if start is None:
+        net, tokenizer = load_for_training(method, hp, profile, model_name, upcast_frozen_to_fp32)
+    elif start.trained_model is None or start.method != method:
+        raise ValueError("start= needs a result of the same method that kept its model (run_experiment(..., "
+                         f"keep_model=True)); got method {start.method!r}, model kept: {start.trained_model is not None}")
+    else:
+        net, tokenizer = start.trained_model, load_tokenizer(start.model)
     keep_files = output_dir is not None  # without an output_dir, checkpoints and saves go to a temporary folder
     output_dir = output_dir or tempfile.mkdtemp(prefix=f"ftkit-{method}-")
     trainer = build_trainer(net, tokenizer, data, hp, profile=profile, output_dir=output_dir, eval_every=eval_every,

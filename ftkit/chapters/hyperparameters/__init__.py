@@ -5,7 +5,15 @@ Used in notebooks/02_hyperparameters: `s = ftkit.hyperparameters.sweep("learning
 from __future__ import annotations
 
 from .explorer import explore, explore_run, has_widget_frontend
-from .measure import accumulation_check, answer_batch, baseline_loss, flat_trainable, gradient_noise, warm_up
+from .measure import (
+    accumulation_check,
+    answer_batch,
+    baseline_loss,
+    continue_too_low,
+    flat_trainable,
+    gradient_noise,
+    warm_up,
+)
 from .sizes import SIZES, Sizes, sizes, with_validation_rows
 from .sweeps import SweepResult, rise_share, sweep, sweep_hyperparameters
 from .verdicts import (
@@ -14,6 +22,7 @@ from .verdicts import (
     diagnose_rates,
     epoch_verdicts,
     lr_verdicts,
+    minima_verdict,
     rank_verdicts,
     warmup_verdicts,
 )
@@ -21,7 +30,7 @@ from .verdicts import (
 __all__ = [
     "SIZES", "Sizes", "sizes", "with_validation_rows",
     "accumulation_check", "alpha_verdicts", "answer_batch", "baseline_loss", "batch_verdicts", "diagnose_rates",
-    "epoch_verdicts", "explore", "explore_run", "flat_trainable", "gradient_noise", "has_widget_frontend",
-    "warm_up",
-    "lr_verdicts", "rank_verdicts", "rise_share", "sweep", "sweep_hyperparameters", "SweepResult", "warmup_verdicts"
+    "continue_too_low", "epoch_verdicts", "explore", "explore_run", "flat_trainable", "gradient_noise",
+    "has_widget_frontend", "lr_verdicts", "minima_verdict", "rank_verdicts", "rise_share", "sweep", "sweep_hyperparameters", "SweepResult", "warm_up",
+    "warmup_verdicts"
 ]

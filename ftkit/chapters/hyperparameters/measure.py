@@ -79,6 +79,27 @@ def gradient_noise(model, batches: dict[int, list[dict]], *, precision: str = "f
     return out
 
 
+def continue_too_low(method: str, low: float, best: float, *, profile: Profile, data, steps: int, batch_size: int,
+                     seeds=(0, 1, 2), progress: bool = True) -> dict[int, dict]:
+    """Is a too-low rate stuck in a minimum? Per seed: train `steps` steps at the rate `low` (as the sweep did), then
+    from where it stopped `steps` more at the rate `best`, with a new schedule. {seed: {"low": validation loss where
+    the too-low run stopped, "continued": after the continuation, "grad_start"/"grad_end": the too-low run's first and
+    last gradient norm}}. A minimum would leave nothing to gain nearby; a slope or a plateau does not."""
+    from tqdm.auto import tqdm
+
+    out = {}
+    for seed in tqdm(seeds, desc=f"{method}: too-low run, then its continuation", disable=not progress):
+        common = dict(profile=profile, data=data, max_steps=steps, batch_size=batch_size, seed=seed, eval_every=steps,
+                      save=False, score_splits=(), progress=False)
+        stopped = run_experiment(method, learning_rate=low, keep_model=True, **common)
+        grads = stopped.losses("grad_norm")[1]
+        onward = run_experiment(method, learning_rate=best, keep_model=False, start=stopped, **common)
+        stopped.trained_model = None
+        out[seed] = {"low": stopped.final("eval_loss"), "continued": onward.final("eval_loss"),
+                     "grad_start": grads[0], "grad_end": grads[-1]}
+    return out
+
+
 def answer_batch(tokenizer, rows, max_len: int = 128) -> dict:
     """ftkit.course_batch with the loss on the assistant's answer only (prompt tokens masked), as training computes it."""
 

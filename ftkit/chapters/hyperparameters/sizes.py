@@ -28,6 +28,7 @@ class Sizes:
     epochs: int  # 2.4: passes over it
     warmup_steps: int  # 2.4: length of each warmup run
     explore_steps: int  # 2.4: the explorer's run
+    minima_seeds: tuple = (0, 1, 2)  # 2.1: seeds of the too-low run continued at the best rate (the noise rule's pairs)
     note: str = ""  # what a learner should know about results at these sizes ("" when nothing)
 
 

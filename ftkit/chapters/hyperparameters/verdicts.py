@@ -16,7 +16,6 @@ RISE_SHARE = 0.5  # ... "too high" when the loss rose on more than this share of
 SWING = 0.5  # ... and swung above its first value by more than this fraction (batch-to-batch noise does not)
 ABOVE_START = 1.05  # ... or ended above the untrained model's validation loss by more than 5 % (noise and bf16)
 NEAR_BEST = 1.5  # rates whose final loss is within 1.5x of the best one are not told apart: both reached the floor
-VANISHED = 0.2  # 2.lr-local-minima: a gradient norm ending under 20 % of its start is stuck in a minimum
 HALVED = 0.5  # 2.batch-stable: the largest batch's gradient variance under half the smallest's (noise rule)
 NO_WORSE = 0.01  # 2.rank-capacity: the largest rank's validation loss no more than 0.01 above the smallest's
 FLAT = 0.01  # 2.epochs-fit: a validation loss within 0.01 of its minimum is flat, not rising
@@ -50,9 +49,10 @@ def diagnose_rates(start: float, finals: dict, train_losses: dict) -> dict:
     return dict(sorted(why.items()))
 
 
-def lr_verdicts(start: dict, finals: dict, train_losses: dict, grad_norms: dict) -> dict[str, Verdict]:
-    """The four learning-rate verdicts. Each argument is {method: ...}: start loss, {rate: final validation loss},
-    {rate: training losses}, {rate: grad norms}."""
+def lr_verdicts(start: dict, finals: dict, train_losses: dict) -> dict[str, Verdict]:
+    """The sweep's three learning-rate verdicts (2.lr-too-high, 2.lr-too-low, 2.lr-lora-higher). Each argument is
+    {method: ...}: start loss, {rate: final validation loss}, {rate: training losses}. 2.lr-local-minima is
+    minima_verdict's."""
     diag = {m: diagnose_rates(start[m], finals[m], train_losses[m]) for m in finals}
     out = {}
     high = {m: [r for r, d in diag[m].items() if d == "too high"] for m in diag}
@@ -68,22 +68,6 @@ def lr_verdicts(start: dict, finals: dict, train_losses: dict, grad_norms: dict)
                               + f" against {start[m] - min(finals[m][r] for r, d in diag[m].items() if d == 'best'):.3f}"
                               f" at the best rate" if low[m] else f"even {min(finals[m]):g} moved the loss well")
                   for m in diag))
-    stuck = {}
-    for m in diag:
-        for r in low[m][:1]:  # the lowest too-low rate of each method: the clearest case
-            g = grad_norms[m][r]
-            curve = train_losses[m][r]
-            stuck[m, r] = (g[-1] < VANISHED * g[0], g[-1] / g[0], curve[0] - curve[-1])
-    if stuck:
-        holds = any(s[0] for s in stuck.values())
-        detail = "; ".join(f"{m} at {r:g}: grad norm at the end {s[1]:.0%} of its start, loss fell {s[2]:.3f}"
-                           for (m, r), s in stuck.items())
-        detail += (" — a gradient that vanished where the loss stopped: a minimum" if holds else
-                   " — the gradient is still large and the loss still falling, and a larger rate from the same start "
-                   "goes far lower: slow progress, not a local minimum; the text's 'stuck in local minima' is loose")
-    else:
-        holds, detail = None, "no rate was too low here, so nothing could get stuck: this sweep cannot test the claim"
-    out["2.lr-local-minima"] = verdict("2.lr-local-minima", holds, detail)
     best = {m: min((r for r, d in diag[m].items() if d == "best"), default=math.nan) for m in diag}
     ratio = best["lora"] / best["full"]
     near = {m: near_best(finals[m], diag[m]) for m in diag}
@@ -102,6 +86,28 @@ def lr_verdicts(start: dict, finals: dict, train_losses: dict, grad_norms: dict)
     else:
         out["2.lr-lora-higher"] = verdict("2.lr-lora-higher", low > 1, detail)
     return out
+
+
+def minima_verdict(method: str, low: float, best: float, continued: dict) -> Verdict:
+    """2.lr-local-minima by the noise rule: continue_too_low's {seed: {"low", "continued", "grad_start", "grad_end"}}.
+    Differs when continuing from where the too-low rate stopped, at the best rate, lowers the validation loss beyond
+    the noise (the run stopped on a slope or a plateau: there was more to gain right there); agrees when it cannot
+    (it raises the loss beyond the noise: nothing lower nearby, as in a minimum); not settled otherwise."""
+    if not continued:
+        return verdict("2.lr-local-minima", None, "no too-low run was continued: nothing to decide")
+    seeds = sorted(continued)
+    fell = paired({s: continued[s]["low"] for s in seeds}, {s: continued[s]["continued"] for s in seeds})
+    gain = fell.above(0.0)
+    grad = sum(continued[s]["grad_end"] / continued[s]["grad_start"] for s in seeds) / len(seeds)
+    detail = (f"{method} at the too-low rate {low:g} stopped at validation loss "
+              f"{sum(continued[s]['low'] for s in seeds) / len(seeds):.3f} with its gradient norm at {grad:.0%} of "
+              f"its start; from there, the same steps at the best rate {best:g} brought it to "
+              f"{sum(continued[s]['continued'] for s in seeds) / len(seeds):.3f} (lower by {fell.describe('+.3f')})")
+    detail += {True: ": the run had stopped on a slope or a plateau, not in a minimum; the text's 'stuck in local "
+                     "minima' is loose: too low is slow, not trapped",
+               False: ": a larger step from there made things worse, as near a minimum",
+               None: ": within the noise of these seeds"}[gain]
+    return verdict("2.lr-local-minima", None if gain is None else not gain, detail)
 
 
 def near_best(finals: dict, diagnosis: dict) -> list:
