@@ -188,9 +188,19 @@ add("2.epochs-typical", ch2.epoch_verdicts, EPOCHS,
     differs=[("val_by_epoch", 4, 0.2)],  # the lowest validation loss is at epoch 4
     not_settled=[("val_by_epoch", {1: 0.5, 2: 0.3})])  # two epochs measured
 
-WARMUP = dict(early_loss={"warmup": 1.0, "none": 3.0}, early_grad={"warmup": 2.0, "none": 9.0})
-add("2.warmup", ch2.warmup_verdicts, WARMUP,
-    differs=[("early_loss", "warmup", 3.5)])  # the largest early loss with warmup is above the one without
+def warmup_arms(none: tuple, warmup: tuple) -> dict:
+    """warmup_verdicts' inputs: per arm and seed, the final loss at peak rates 1e-2, 3e-2, 1e-1 (untrained: 1.0, so a
+    run ending above it is too high), with a calm training curve; `none`/`warmup`: each seed's highest stable index."""
+    rates = (1e-2, 3e-2, 1e-1)
+    finals = {arm: {s: {r: 0.5 if i <= top else 2.0 for i, r in enumerate(rates)} for s, top in enumerate(tops)}
+              for arm, tops in (("none", none), ("warmup", warmup))}
+    curves = {arm: {s: {r: [1.0, 0.8, 0.6] for r in rates} for s in by} for arm, by in finals.items()}
+    return dict(start=1.0, finals=finals, curves=curves)
+
+
+add("2.warmup", lambda arms: ch2.warmup_verdicts(**arms), dict(arms=warmup_arms((0, 0, 0), (1, 1, 1))),
+    differs=[("arms", warmup_arms((0, 1, 0), (0, 1, 0)))],  # warmup reached the same rate on every seed
+    not_settled=[("arms", warmup_arms((0, 0, 0), (2, 0, 0)))])  # two grid steps higher on one seed of three
 
 # --- chapter 3: overfitting, early stopping, the decay penalty and the remedies ---------------------------------------
 

@@ -192,8 +192,19 @@ def test_epoch_and_warmup_verdicts_flip():
     assert not agrees(v["2.epochs-fit"]) and not agrees(v["2.epochs-typical"]) and "underfitting side" in v["2.epochs-fit"].detail
     v = sw.epoch_verdicts({1: 0.3, 2: 0.05, 3: 0.014, 4: 0.015, 8: 0.016})  # the cpu profile's shape: flat at the floor
     assert not agrees(v["2.epochs-fit"]) and "flat after its minimum" in v["2.epochs-fit"].detail
-    assert agrees(sw.warmup_verdicts({"warmup": 1.0, "none": 3.0}, {"warmup": 2.0, "none": 9.0})["2.warmup"])
-    assert not agrees(sw.warmup_verdicts({"warmup": 3.0, "none": 1.0}, {"warmup": 2.0, "none": 9.0})["2.warmup"])
+    rates, calm = (1e-2, 3e-2, 1e-1), [1.0, 0.8, 0.6]
+
+    def arm(*ends):  # one seed's final losses at the three peak rates (start 1.0: above it is "too high")
+        return dict(zip(rates, ends, strict=True)), {r: calm for r in rates}
+
+    runs = {"none": {s: arm(0.5, 2.0, math.nan) for s in (0, 1, 2)}, "warmup": {s: arm(0.5, 0.4, 3.0) for s in (0, 1, 2)}}
+    finals = {a: {s: f for s, (f, _) in by.items()} for a, by in runs.items()}
+    curves = {a: {s: c for s, (_, c) in by.items()} for a, by in runs.items()}
+    said = sw.warmup_verdicts(1.0, finals, curves)["2.warmup"]
+    assert agrees(said) and "without warmup 0.01, 0.01, 0.01; with warmup 0.03, 0.03, 0.03" in said.detail
+    assert sw.highest_stable(1.0, finals["none"][0], curves["none"][0]) == 0
+    finals["warmup"] = finals["none"]  # no wider range on any seed: differs
+    assert sw.warmup_verdicts(1.0, finals, curves)["2.warmup"].outcome == "differs here"
 
 
 def test_gradient_noise_shrinks_with_batch_size(tiny_profile, tiny_data):

@@ -15,12 +15,13 @@ from .measure import (
     warm_up,
 )
 from .sizes import SIZES, Sizes, sizes, with_validation_rows
-from .sweeps import SweepResult, rise_share, sweep, sweep_hyperparameters
+from .sweeps import SweepResult, rise_share, sweep, sweep_hyperparameters, warmup_range
 from .verdicts import (
     alpha_verdicts,
     batch_verdicts,
     diagnose_rates,
     epoch_verdicts,
+    highest_stable,
     lr_verdicts,
     minima_verdict,
     rank_verdicts,
@@ -31,6 +32,6 @@ __all__ = [
     "SIZES", "Sizes", "sizes", "with_validation_rows",
     "accumulation_check", "alpha_verdicts", "answer_batch", "baseline_loss", "batch_verdicts", "diagnose_rates",
     "continue_too_low", "epoch_verdicts", "explore", "explore_run", "flat_trainable", "gradient_noise",
-    "has_widget_frontend", "lr_verdicts", "minima_verdict", "rank_verdicts", "rise_share", "sweep", "sweep_hyperparameters", "SweepResult", "warm_up",
-    "warmup_verdicts"
+    "has_widget_frontend", "highest_stable", "lr_verdicts", "minima_verdict", "rank_verdicts", "rise_share", "sweep", "sweep_hyperparameters", "SweepResult", "warm_up",
+    "warmup_range", "warmup_verdicts"
 ]

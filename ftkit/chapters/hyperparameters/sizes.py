@@ -26,8 +26,10 @@ class Sizes:
     alpha_ranks: tuple  # 2.3: ranks at which the alpha schemes are compared
     small_train: int  # 2.4: the small training set of the epochs run
     epochs: int  # 2.4: passes over it
-    warmup_steps: int  # 2.4: length of each warmup run
+    warmup_steps: int  # 2.4: length of each run of the warmup comparison (warmup: its first half)
     explore_steps: int  # 2.4: the explorer's run
+    warmup_rates: tuple = (3e-3, 1e-2, 3e-2)  # 2.4: peak rates tried with and without warmup (2.1: 1e-1 diverges)
+    warmup_seeds: tuple = (0, 1, 2)  # 2.4: each peak rate and arm on these seeds (the noise rule's pairs)
     minima_seeds: tuple = (0, 1, 2)  # 2.1: seeds of the too-low run continued at the best rate (the noise rule's pairs)
     note: str = ""  # what a learner should know about results at these sizes ("" when nothing)
 
@@ -41,7 +43,7 @@ SIZES = {
     # a laptop: 13-step runs of 8 (a sixth of the profile's 80), one rate per decade, every rank scored
     "cpu": Sizes(validation_rows=None, lr_steps=13, lr_batch=8, lr_points=5, noise_batches=(1, 2, 4, 8, 16),
                  noise_repeats=6, accumulation_steps=4, rank_steps=13, rank_batch=8, rank_scored=("test",),
-                 alpha_ranks=(4, 16, 64), small_train=32, epochs=8, warmup_steps=20, explore_steps=26),
+                 alpha_ranks=(4, 16, 64), small_train=32, epochs=8, warmup_steps=12, explore_steps=26),
     "gpu": Sizes(validation_rows=None, lr_steps=33, lr_batch=16, lr_points=9, noise_batches=(1, 2, 4, 8, 16),
                  noise_repeats=6, accumulation_steps=4, rank_steps=33, rank_batch=16, rank_scored=("test",),
                  alpha_ranks=(4, 16, 64), small_train=32, epochs=8, warmup_steps=50, explore_steps=66),

@@ -175,6 +175,34 @@ def sweep(name: str, values, method: str = "lora", *, profile: Profile | None = 
                        seconds=time.perf_counter() - start)
 
 
+def warmup_range(rates, warmup_steps: int, *, profile: Profile, data, steps: int, seeds=(0, 1, 2),
+                 progress: bool = True) -> dict[str, dict[int, SweepResult]]:
+    """What warmup is for: the peak rates that still train stably, with and without it. Per seed and arm ("none":
+    no warmup; "warmup": `warmup_steps` of linear warmup), one LoRA run of `steps` steps per peak rate, everything else
+    the same (each seed: the same data order in both arms). {arm: {seed: SweepResult over the rates}}; one progress
+    bar for all of them."""
+    runs = {"none": 0, "warmup": warmup_steps}
+    bar = tqdm(total=len(rates) * len(runs) * len(seeds) * steps, desc="warmup: peak rates x arms x seeds",
+               disable=not progress)
+    out = {arm: {} for arm in runs}
+    try:
+        for seed in seeds:
+            for arm, warm in runs.items():
+                start, results = time.perf_counter(), []
+                for rate in rates:
+                    bar.set_postfix_str(f"seed {seed}, {arm}, lr {rate:g}")
+                    results.append(run_experiment("lora", profile=profile, data=data, max_steps=steps,
+                                                  learning_rate=rate, warmup_steps=warm, seed=seed, save=False,
+                                                  keep_model=False, eval_every=steps, score_splits=(),
+                                                  callbacks=[_StepBar(bar)], progress=False))
+                out[arm][seed] = SweepResult(name="learning_rate", method="lora", values=list(rates), results=results,
+                                             fixed={"warmup_steps": warm, "seed": seed, "max_steps": steps},
+                                             seconds=time.perf_counter() - start)
+    finally:
+        bar.close()
+    return out
+
+
 def _StepBar(bar):
     """A TrainerCallback that advances the sweep's one progress bar by a step and shows the last loss."""
 

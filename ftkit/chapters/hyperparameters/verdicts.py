@@ -253,10 +253,34 @@ def epoch_verdicts(val_by_epoch: dict) -> dict[str, Verdict]:
     return out
 
 
-def warmup_verdicts(early_loss: dict, early_grad: dict) -> dict[str, Verdict]:
-    """early_loss / early_grad: {"warmup": max over the first steps, "none": same without warmup}."""
-    calmer = early_loss["warmup"] < early_loss["none"] and early_grad["warmup"] <= early_grad["none"]
-    return {"2.warmup": verdict(
-        "2.warmup", calmer,
-        f"largest early training loss {early_loss['none']:.3g} without warmup vs {early_loss['warmup']:.3g} with; "
-        f"largest early grad norm {early_grad['none']:.3g} vs {early_grad['warmup']:.3g}")}
+def highest_stable(start: float, finals: dict, curves: dict) -> int:
+    """Index (in the sorted rates) of the highest peak rate that trained stably: not "too high" by diagnose_rates
+    (finite, not above the untrained loss, not oscillating); -1 when none did."""
+    diagnosis = diagnose_rates(start, finals, curves)
+    stable = [i for i, rate in enumerate(sorted(finals)) if diagnosis[rate] != "too high"]
+    return max(stable, default=-1)
+
+
+def warmup_verdicts(start: float, finals: dict, curves: dict) -> dict[str, Verdict]:
+    """2.warmup by the noise rule. finals / curves: {arm: {seed: {peak rate: final validation loss / training
+    losses}}} with arms "none" and "warmup" (warmup_range). Per seed, how many grid steps further up the stable range
+    reaches with warmup; agrees when that is above 0 beyond the noise, differs when it is credibly below one grid step
+    (warmup did not widen the range), else not settled."""
+    seeds = sorted(set(finals["none"]) & set(finals["warmup"]))
+    rates = sorted(next(iter(finals["none"].values())))
+    top = {arm: {s: highest_stable(start, finals[arm][s], curves[arm][s]) for s in seeds} for arm in ("none", "warmup")}
+    wider = paired(top["warmup"], top["none"])
+    gain = wider.above(0.0)
+    holds = True if gain else (False if wider.above(1.0) is False else None)
+
+    def name(i: int) -> str:
+        return f"{rates[i]:g}" if i >= 0 else "none"
+
+    detail = (f"highest peak rate that trained stably, per seed ({', '.join(str(s) for s in seeds)}): without warmup "
+              f"{', '.join(name(top['none'][s]) for s in seeds)}; with warmup "
+              f"{', '.join(name(top['warmup'][s]) for s in seeds)} (rates tried: {', '.join(f'{r:g}' for r in rates)}); "
+              f"warmup widened the stable range by {wider.describe('+.2f', ' grid steps')}")
+    detail += {True: ": warmup lets a higher peak rate train without diverging",
+               False: ": warmup did not widen the range of rates that train stably here",
+               None: ": within the noise of these seeds"}[holds]
+    return {"2.warmup": verdict("2.warmup", holds, detail)}
