@@ -180,13 +180,19 @@ add("2.alpha-rule", ch2.alpha_verdicts, ALPHA,
     differs=[("val_loss", "alpha=2r", 4, 0.95)],  # alpha = 2r spreads 0.66 across ranks, fixed alpha 0.30
     not_settled=ONE_ALPHA_RANK)
 
-EPOCHS = dict(val_by_epoch={1: 0.5, 2: 0.3, 3: 0.4, 4: 0.5})  # lowest at epoch 2, then 0.2 higher by epoch 4
-add("2.epochs-fit", ch2.epoch_verdicts, EPOCHS,
-    differs=[("val_by_epoch", 4, 0.305)],  # epoch 4 ends only 0.005 above the minimum: flat, not rising
-    not_settled=[("val_by_epoch", {1: 0.5, 2: 0.3})])  # two epochs: no rise after a minimum can show
-add("2.epochs-typical", ch2.epoch_verdicts, EPOCHS,
-    differs=[("val_by_epoch", 4, 0.2)],  # the lowest validation loss is at epoch 4
-    not_settled=[("val_by_epoch", {1: 0.5, 2: 0.3})])  # two epochs measured
+def epoch_runs(*curve, n_train: int = 32) -> dict:
+    """epoch_verdicts' inputs: the validation loss at 1, 2, 4 and 8 epochs on 3 seeds, shifted by -0.01, 0, +0.01."""
+    return dict(n_train=n_train, val_by_epochs={s: {k: v + d for k, v in zip((1, 2, 4, 8), curve, strict=True)}
+                                                for s, d in ((0, -.01), (1, 0), (2, .01))})
+
+
+U_CURVE = (0.5, 0.3, 0.4, 0.5)  # lowest at 2 epochs, 0.2 higher at 1 and at 8
+add("2.epochs-fit", lambda runs: ch2.epoch_verdicts(**runs), dict(runs=epoch_runs(*U_CURVE)),
+    differs=[("runs", epoch_runs(0.5, 0.4, 0.3, 0.2))],  # still falling at 8 epochs: no overfitting side
+    not_settled=[("runs", "val_by_epochs", 2, 8, 1.2)])  # 8 epochs: 0.49, 0.5, 1.2 on the three seeds
+add("2.epochs-typical", lambda runs: ch2.epoch_verdicts(**runs), dict(runs=epoch_runs(*U_CURVE, n_train=5000)),
+    differs=[("runs", epoch_runs(0.5, 0.4, 0.3, 0.2, n_train=5000))],  # best at 8 epochs of 5,000 examples
+    not_settled=[("runs", "n_train", 32)])  # 32 examples cannot test a rule for thousands
 
 def warmup_arms(none: tuple, warmup: tuple) -> dict:
     """warmup_verdicts' inputs: per arm and seed, the final loss at peak rates 1e-2, 3e-2, 1e-1 (untrained: 1.0, so a

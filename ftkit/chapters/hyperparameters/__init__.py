@@ -15,7 +15,7 @@ from .measure import (
     warm_up,
 )
 from .sizes import SIZES, Sizes, sizes, with_validation_rows
-from .sweeps import SweepResult, rise_share, sweep, sweep_hyperparameters, warmup_range
+from .sweeps import SweepResult, rise_share, seeded_sweeps, sweep, sweep_hyperparameters, warmup_range
 from .verdicts import (
     alpha_verdicts,
     batch_verdicts,
@@ -32,6 +32,6 @@ __all__ = [
     "SIZES", "Sizes", "sizes", "with_validation_rows",
     "accumulation_check", "alpha_verdicts", "answer_batch", "baseline_loss", "batch_verdicts", "diagnose_rates",
     "continue_too_low", "epoch_verdicts", "explore", "explore_run", "flat_trainable", "gradient_noise",
-    "has_widget_frontend", "highest_stable", "lr_verdicts", "minima_verdict", "rank_verdicts", "rise_share", "sweep", "sweep_hyperparameters", "SweepResult", "warm_up",
+    "has_widget_frontend", "highest_stable", "lr_verdicts", "minima_verdict", "rank_verdicts", "rise_share", "seeded_sweeps", "sweep", "sweep_hyperparameters", "SweepResult", "warm_up",
     "warmup_range", "warmup_verdicts"
 ]

@@ -24,12 +24,13 @@ class Sizes:
     rank_batch: int  # 2.3: examples per step
     rank_scored: tuple  # 2.3: splits scored by generation after each rank run (generation is slow on a CPU)
     alpha_ranks: tuple  # 2.3: ranks at which the alpha schemes are compared
-    small_train: int  # 2.4: the small training set of the epochs run
-    epochs: int  # 2.4: passes over it
+    small_train: int  # 2.4: the small training set of the epochs runs
+    epochs: tuple  # 2.4: the epoch counts, one run each (its own schedule), per seed of epoch_seeds
     warmup_steps: int  # 2.4: length of each run of the warmup comparison (warmup: its first half)
     explore_steps: int  # 2.4: the explorer's run
     warmup_rates: tuple = (3e-3, 1e-2, 3e-2)  # 2.4: peak rates tried with and without warmup (2.1: 1e-1 diverges)
     warmup_seeds: tuple = (0, 1, 2)  # 2.4: each peak rate and arm on these seeds (the noise rule's pairs)
+    epoch_seeds: tuple = (0, 1, 2)  # 2.4: each epoch count on these seeds
     minima_seeds: tuple = (0, 1, 2)  # 2.1: seeds of the too-low run continued at the best rate (the noise rule's pairs)
     note: str = ""  # what a learner should know about results at these sizes ("" when nothing)
 
@@ -37,19 +38,19 @@ class Sizes:
 SIZES = {
     "ci": Sizes(validation_rows=8, lr_steps=3, lr_batch=2, lr_points=5, noise_batches=(1, 2, 4), noise_repeats=3,
                 accumulation_steps=2, rank_steps=4, rank_batch=2, rank_scored=(), alpha_ranks=(4, 64), small_train=8,
-                epochs=6, warmup_steps=4, explore_steps=4,
+                epochs=(1, 3, 6), warmup_steps=4, explore_steps=4,
                 note="- (ci profile: a few steps per run; FTKIT_PROFILE=cpu trains 13 steps of 8 per rate, the GPU "
                      "profile reads the best rates at half a decade.)"),
     # a laptop: 13-step runs of 8 (a sixth of the profile's 80), one rate per decade, every rank scored
     "cpu": Sizes(validation_rows=None, lr_steps=13, lr_batch=8, lr_points=5, noise_batches=(1, 2, 4, 8, 16),
                  noise_repeats=6, accumulation_steps=4, rank_steps=13, rank_batch=8, rank_scored=("test",),
-                 alpha_ranks=(4, 16, 64), small_train=32, epochs=8, warmup_steps=12, explore_steps=26),
+                 alpha_ranks=(4, 16, 64), small_train=32, epochs=(1, 2, 4, 8), warmup_steps=12, explore_steps=26),
     "gpu": Sizes(validation_rows=None, lr_steps=33, lr_batch=16, lr_points=9, noise_batches=(1, 2, 4, 8, 16),
                  noise_repeats=6, accumulation_steps=4, rank_steps=33, rank_batch=16, rank_scored=("test",),
-                 alpha_ranks=(4, 16, 64), small_train=32, epochs=8, warmup_steps=50, explore_steps=66),
+                 alpha_ranks=(4, 16, 64), small_train=32, epochs=(1, 2, 4, 8), warmup_steps=50, explore_steps=66),
     "t4": Sizes(validation_rows=None, lr_steps=20, lr_batch=8, lr_points=5, noise_batches=(1, 2, 4, 8, 16),
                 noise_repeats=6, accumulation_steps=4, rank_steps=20, rank_batch=8, rank_scored=("test",),
-                alpha_ranks=(4, 16, 64), small_train=32, epochs=8, warmup_steps=30, explore_steps=40),
+                alpha_ranks=(4, 16, 64), small_train=32, epochs=(1, 2, 4, 8), warmup_steps=30, explore_steps=40),
 }
 
 

@@ -148,19 +148,21 @@ def sweep_hyperparameters(name: str, values, method: str = "lora", *, profile: P
 
 def sweep(name: str, values, method: str = "lora", *, profile: Profile | None = None, data=None,
           hp: Hyperparameters | None = None, score_splits=(), eval_every: int | None = None, progress: bool = True,
-          data_seed: int = 0, **fixed) -> SweepResult:
+          data_seed: int = 0, bar=None, **fixed) -> SweepResult:
     """Train once per value of hyperparameter `name`, everything else fixed (hp, then the keyword overrides `fixed`).
 
     Cheaper than separate default runs, with the same numbers (tests/test_sweep.py checks it): the dataset is built
     once; each run evaluates only at its end unless eval_every is given, saves nothing, scores only score_splits, and
     keeps no model. Loading the base model again costs 0.1-0.3 s of a run here, so each run loads its own.
-    One progress bar counts the steps of the whole sweep. data_seed: which records the default dataset draws.
+    One progress bar counts the steps of the whole sweep (`bar`: an outer tqdm bar to advance instead, for several
+    sweeps under one bar). data_seed: which records the default dataset draws.
     """
     profile = profile or get_profile()
     hps = sweep_hyperparameters(name, values, method, profile=profile, hp=hp, **fixed)
     data = data if data is not None else profile_dataset(profile, seed=data_seed)
     n_train = len(data["train"])
-    bar = tqdm(total=sum(h.steps(n_train) for h in hps), desc=f"sweep {name}", disable=not progress)
+    own = bar is None
+    bar = tqdm(total=sum(h.steps(n_train) for h in hps), desc=f"sweep {name}", disable=not progress) if own else bar
     start, results = time.perf_counter(), []
     try:
         for value, h in zip(values, hps, strict=True):
@@ -169,38 +171,33 @@ def sweep(name: str, values, method: str = "lora", *, profile: Profile | None = 
                                           eval_every=eval_every or h.steps(n_train), score_splits=score_splits,
                                           callbacks=[_StepBar(bar)], progress=False))
     finally:
-        bar.close()
+        if own:
+            bar.close()
     shared = {k: v for k, v in hps[0].as_dict().items() if k != name}
     return SweepResult(name=name, method=method, values=list(values), results=results, fixed=shared,
                        seconds=time.perf_counter() - start)
 
 
+def seeded_sweeps(name: str, values, seeds, method: str = "lora", *, profile: Profile, data, progress: bool = True,
+                  desc: str | None = None, **fixed) -> dict[int, SweepResult]:
+    """The same sweep once per seed (the adapters' init, the data order, dropout: the noise rule's pairs), under one
+    progress bar. {seed: SweepResult}."""
+    hps = sweep_hyperparameters(name, values, method, profile=profile, **fixed)
+    total = len(seeds) * sum(h.steps(len(data["train"])) for h in hps)
+    with tqdm(total=total, desc=desc or f"sweep {name} x {len(seeds)} seeds", disable=not progress) as bar:
+        return {seed: sweep(name, values, method, profile=profile, data=data, bar=bar, seed=seed, **fixed)
+                for seed in seeds}
+
+
 def warmup_range(rates, warmup_steps: int, *, profile: Profile, data, steps: int, seeds=(0, 1, 2),
                  progress: bool = True) -> dict[str, dict[int, SweepResult]]:
-    """What warmup is for: the peak rates that still train stably, with and without it. Per seed and arm ("none":
-    no warmup; "warmup": `warmup_steps` of linear warmup), one LoRA run of `steps` steps per peak rate, everything else
-    the same (each seed: the same data order in both arms). {arm: {seed: SweepResult over the rates}}; one progress
-    bar for all of them."""
-    runs = {"none": 0, "warmup": warmup_steps}
-    bar = tqdm(total=len(rates) * len(runs) * len(seeds) * steps, desc="warmup: peak rates x arms x seeds",
-               disable=not progress)
-    out = {arm: {} for arm in runs}
-    try:
-        for seed in seeds:
-            for arm, warm in runs.items():
-                start, results = time.perf_counter(), []
-                for rate in rates:
-                    bar.set_postfix_str(f"seed {seed}, {arm}, lr {rate:g}")
-                    results.append(run_experiment("lora", profile=profile, data=data, max_steps=steps,
-                                                  learning_rate=rate, warmup_steps=warm, seed=seed, save=False,
-                                                  keep_model=False, eval_every=steps, score_splits=(),
-                                                  callbacks=[_StepBar(bar)], progress=False))
-                out[arm][seed] = SweepResult(name="learning_rate", method="lora", values=list(rates), results=results,
-                                             fixed={"warmup_steps": warm, "seed": seed, "max_steps": steps},
-                                             seconds=time.perf_counter() - start)
-    finally:
-        bar.close()
-    return out
+    """What warmup is for: the peak rates that still train stably, with and without it. Per arm ("none": no warmup;
+    "warmup": `warmup_steps` of linear warmup) and seed, one LoRA run of `steps` steps per peak rate, everything else
+    the same (a seed: the same data order in both arms). {arm: {seed: SweepResult over the rates}}."""
+    return {arm: seeded_sweeps("learning_rate", rates, seeds, profile=profile, data=data, progress=progress,
+                               desc=f"warmup: {arm}, {len(rates)} peak rates x {len(seeds)} seeds", max_steps=steps,
+                               warmup_steps=warm)
+            for arm, warm in (("none", 0), ("warmup", warmup_steps))}
 
 
 def _StepBar(bar):

@@ -18,8 +18,8 @@ ABOVE_START = 1.05  # ... or ended above the untrained model's validation loss b
 NEAR_BEST = 1.5  # rates whose final loss is within 1.5x of the best one are not told apart: both reached the floor
 HALVED = 0.5  # 2.batch-stable: the largest batch's gradient variance under half the smallest's (noise rule)
 NO_WORSE = 0.01  # 2.rank-capacity: the largest rank's validation loss no more than 0.01 above the smallest's
-FLAT = 0.01  # 2.epochs-fit: a validation loss within 0.01 of its minimum is flat, not rising
 TYPICAL_EPOCHS = (1, 3)  # 2.epochs-typical: the theory's "1-3 epochs" for SFT
+REALISTIC_TRAIN = 1000  # ... which is about training sets of thousands of examples: fewer cannot test it
 ONE_SIZE = "only one {what} measured: a claim about a larger one needs two at least"  # not settled, whatever it says
 
 
@@ -229,27 +229,58 @@ def alpha_verdicts(val_loss: dict) -> dict[str, Verdict]:
     return out
 
 
-def epoch_verdicts(val_by_epoch: dict) -> dict[str, Verdict]:
-    """val_by_epoch: {epoch: validation loss}."""
-    es = sorted(val_by_epoch)
-    if len(es) < 3:  # a minimum between the first and the last epoch needs three at least
-        return {claim: verdict(claim, None, f"only {len(es)} epoch(s) measured: a rise after a minimum needs three")
-                for claim in ("2.epochs-fit", "2.epochs-typical")}
-    best = min(es, key=val_by_epoch.get)
-    rise = val_by_epoch[es[-1]] - val_by_epoch[best]
-    detail = (f"validation loss fell to {val_by_epoch[best]:.3f} at epoch {best:g}, then rose by {rise:.3f} by epoch "
-              f"{es[-1]:g}")
-    if best == es[-1]:
-        detail += " — still falling at the last epoch: every epoch here is on the underfitting side"
-    elif rise <= FLAT:
-        detail += (f" — flat after its minimum, not rising (within {FLAT}): the model reached the task's floor and more "
-                   "epochs of the same examples left it there; overfitting shows with fewer records (chapter 3)")
-    out = {"2.epochs-fit": verdict("2.epochs-fit", es[0] < best < es[-1] and rise > FLAT, detail)}
-    out["2.epochs-typical"] = verdict(
-        "2.epochs-typical", TYPICAL_EPOCHS[0] <= best <= TYPICAL_EPOCHS[1],
-        f"the best epoch here is {best:g}" + ("" if best <= TYPICAL_EPOCHS[1] else " on a small training set")
-        + "; the text's 1-3 "
-        "is for datasets of thousands of examples, where one epoch is already many steps")
+def epoch_verdicts(val_by_epochs: dict, n_train: int) -> dict[str, Verdict]:
+    """2.epochs-fit and 2.epochs-typical by the noise rule. val_by_epochs: {seed: {num_epochs: final validation loss}},
+    each a separate run with its own schedule (not checkpoints of one run); n_train: the training examples.
+
+    The best count k* has the lowest mean. Fit: underfitting below k* (the smallest count ends higher than k*, beyond
+    the noise) and overfitting above it (the largest count ends higher than k*); where k* is the smallest or the largest
+    count, that side is missing if its neighbour is credibly worse (else not settled). Typical ("1-3 epochs for SFT"):
+    about training sets of thousands of examples; below REALISTIC_TRAIN examples not settled, whatever k*."""
+    seeds = sorted(val_by_epochs)
+    ks = sorted(next(iter(val_by_epochs.values())))
+    if len(ks) < 3:  # a minimum between the first and the last count needs three at least
+        return {claim: verdict(claim, None, f"only {len(ks)} epoch count(s) measured: a rise after a minimum needs "
+                                            f"three") for claim in ("2.epochs-fit", "2.epochs-typical")}
+    loss = {k: {s: val_by_epochs[s][k] for s in seeds} for k in ks}
+    mean = {k: sum(loss[k].values()) / len(seeds) for k in ks}
+    best = min(ks, key=mean.get)
+
+    def worse(k: int) -> bool | None:  # does count k end higher than the best count, beyond the noise?
+        return paired(loss[k], loss[best]).above(0.0)
+
+    if best > ks[0]:
+        under = worse(ks[0])
+    else:  # the smallest count is best: underfitting shows only if the next count is credibly worse
+        under = False if worse(ks[1]) else None
+    if best < ks[-1]:
+        over = worse(ks[-1])
+    else:  # the largest count is best: still improving, if the one before is credibly worse
+        over = False if worse(ks[-2]) else None
+    fit = True if under and over else (False if under is False or over is False else None)
+    curve = ", ".join(f"{k}: {mean[k]:.3f}" for k in ks)
+    detail = (f"validation loss by epoch count (separate runs, mean of {len(seeds)} seeds): {curve}; lowest at {best}; "
+              f"fewer ({ks[0]}) {paired(loss[ks[0]], loss[best]).describe('+.3f')} above it, more ({ks[-1]}) "
+              f"{paired(loss[ks[-1]], loss[best]).describe('+.3f')}")
+    detail += {True: ": too few underfit, too many overfit",
+               False: (": no overfitting side within these counts" if over is False else
+                       ": no underfitting side within these counts"),
+               None: ": within the noise of these seeds"}[fit]
+    out = {"2.epochs-fit": verdict("2.epochs-fit", fit, detail)}
+    if n_train < REALISTIC_TRAIN:
+        typical = None
+        detail = (f"the best count here is {best} epochs of {n_train} examples; the text's 1-3 is for training sets of "
+                  f"thousands of examples, where one epoch is already many updates, so a set of {n_train} cannot test "
+                  f"it (chapter 3 takes small sets further)")
+    else:
+        inside = best <= TYPICAL_EPOCHS[1]
+        other = max((k for k in ks if k <= TYPICAL_EPOCHS[1]), default=None) if not inside else \
+            min((k for k in ks if k > TYPICAL_EPOCHS[1]), default=None)
+        settled = other is not None and worse(other)
+        typical = inside if settled else None
+        detail = (f"the best count on {n_train} examples is {best} epochs"
+                  + (f"; {other} epochs ends {paired(loss[other], loss[best]).describe('+.3f')} higher" if other else ""))
+    out["2.epochs-typical"] = verdict("2.epochs-typical", typical, detail)
     return out
 
 
