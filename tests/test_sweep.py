@@ -168,21 +168,35 @@ def test_batch_verdicts_flip():
 
 
 def test_rank_verdicts_flip():
-    good = sw.rank_verdicts({4: 10, 16: 40}, {4: 10, 16: 40}, {4: 100, 16: 110}, {4: 0.3, 16: 0.2},
+    fits = {s: {4: 0.3 + d, 16: 0.1 + d} for s, d in enumerate((0, .01, -.01))}  # r=16 settles 0.2 lower
+    good = sw.rank_verdicts({4: 10, 16: 40}, {4: 10, 16: 40}, {4: 100, 16: 110}, fits,
                             {"all-linear": 0.2, "attention": 0.3})
-    assert all(agrees(t) for t in good.values())
-    bad = sw.rank_verdicts({4: 10, 16: 40}, {4: 10, 16: 41}, {4: 100, 16: 100}, {4: 0.2, 16: 0.3},
-                           {"all-linear": 0.3, "attention": 0.2})
+    assert all(agrees(t) for t in good.values()) and "training-loss floor at a fixed alpha" in good["2.rank-capacity"].detail
+    bad = sw.rank_verdicts({4: 10, 16: 40}, {4: 10, 16: 41}, {4: 100, 16: 100},
+                           {s: {4: f[16], 16: f[4]} for s, f in fits.items()}, {"all-linear": 0.3, "attention": 0.2})
     assert not any(agrees(t) for t in bad.values())
 
 
 def test_alpha_verdicts_flip():
-    v = sw.alpha_verdicts({"alpha=2r": {4: 0.30, 64: 0.29}, "fixed alpha": {4: 0.30, 64: 0.60},
-                           "rslora": {4: 0.3, 64: 0.4}})
-    assert agrees(v["2.alpha-influence"]) and agrees(v["2.alpha-rule"])
+    same = {"alpha=2r": {4: 0.30, 64: 0.29}, "fixed alpha": {4: 0.30, 64: 0.60}, "rslora": {4: 0.3, 64: 0.4}}
+    made_up = {"alpha, lr": {0: 0.3, 1: 0.3, 2: 0.3}, "alpha/2, lr": {0: 0.4, 1: 0.41, 2: 0.39},
+               "alpha/2, 2lr": {0: 0.3, 1: 0.31, 2: 0.3}}
+    v = sw.alpha_verdicts(same, made_up)
+    assert agrees(v["2.alpha-influence"]) and agrees(v["2.alpha-rule"]) and "learning rate" in v["2.alpha-influence"].detail
+    not_made_up = {**made_up, "alpha/2, 2lr": {0: 0.5, 1: 0.52, 2: 0.51}}
     v = sw.alpha_verdicts({"alpha=2r": {4: 0.30, 64: 0.10}, "fixed alpha": {4: 0.12, 64: 0.05},
-                           "rslora": {4: 0.3, 64: 0.2}})
+                           "rslora": {4: 0.3, 64: 0.2}}, not_made_up)
     assert not agrees(v["2.alpha-influence"]) and not agrees(v["2.alpha-rule"]) and "Adam" in v["2.alpha-rule"].detail
+
+
+def test_capacity_and_alpha_runs_on_the_tiny_model(tiny_profile, tiny_data):
+    small = {**tiny_data, "train": tiny_data["train"].select(range(4))}
+    fits = sw.capacity_runs((2, 8), alpha=8, learning_rate=1e-2, epochs=2, profile=tiny_profile, data=small,
+                            seeds=(0, 1), progress=False)
+    assert set(fits) == {0, 1} and all(set(f) == {2, 8} and all(v > 0 for v in f.values()) for f in fits.values())
+    arms = sw.alpha_tradeoff(4, 8, 1e-3, profile=tiny_profile, data=tiny_data, steps=1, batch_size=2, seeds=(0,),
+                             progress=False)
+    assert set(arms) == {"alpha, lr", "alpha/2, lr", "alpha/2, 2lr"} and arms["alpha, lr"][0] != arms["alpha/2, lr"][0]
 
 
 def test_epoch_and_warmup_verdicts_flip():

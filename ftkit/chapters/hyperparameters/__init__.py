@@ -15,7 +15,17 @@ from .measure import (
     warm_up,
 )
 from .sizes import SIZES, Sizes, sizes, with_validation_rows
-from .sweeps import SweepResult, rise_share, seeded_sweeps, sweep, sweep_hyperparameters, warmup_range
+from .sweeps import (
+    SweepResult,
+    alpha_tradeoff,
+    capacity_runs,
+    rise_share,
+    seeded_sweeps,
+    sweep,
+    sweep_hyperparameters,
+    training_floor,
+    warmup_range,
+)
 from .verdicts import (
     alpha_verdicts,
     batch_verdicts,
@@ -29,9 +39,9 @@ from .verdicts import (
 )
 
 __all__ = [
-    "SIZES", "Sizes", "sizes", "with_validation_rows",
-    "accumulation_check", "alpha_verdicts", "answer_batch", "baseline_loss", "batch_verdicts", "diagnose_rates",
-    "continue_too_low", "epoch_verdicts", "explore", "explore_run", "flat_trainable", "gradient_noise",
-    "has_widget_frontend", "highest_stable", "lr_verdicts", "minima_verdict", "rank_verdicts", "rise_share", "seeded_sweeps", "sweep", "sweep_hyperparameters", "SweepResult", "warm_up",
-    "warmup_range", "warmup_verdicts"
+    "accumulation_check", "alpha_tradeoff", "alpha_verdicts", "answer_batch", "baseline_loss", "batch_verdicts",
+    "capacity_runs", "continue_too_low", "diagnose_rates", "epoch_verdicts", "explore", "explore_run",
+    "flat_trainable", "gradient_noise", "has_widget_frontend", "highest_stable", "lr_verdicts", "minima_verdict",
+    "rank_verdicts", "rise_share", "seeded_sweeps", "SIZES", "sizes", "Sizes", "sweep", "sweep_hyperparameters",
+    "SweepResult", "training_floor", "warm_up", "warmup_range", "warmup_verdicts", "with_validation_rows"
 ]

@@ -4,7 +4,7 @@ sizes and epochs each notebook tries; one declaration the notebooks read (no bra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ftkit.core.profiles import Profile
 
@@ -25,13 +25,13 @@ class Sizes:
     rank_scored: tuple  # 2.3: splits scored by generation after each rank run (generation is slow on a CPU)
     alpha_ranks: tuple  # 2.3: ranks at which the alpha schemes are compared
     small_train: int  # 2.4: the small training set of the epochs runs
-    epochs: tuple  # 2.4: the epoch counts, one run each (its own schedule), per seed of epoch_seeds
+    epochs: tuple  # 2.4: the epoch counts, one run each (its own schedule), on every seed
     warmup_steps: int  # 2.4: length of each run of the warmup comparison (warmup: its first half)
     explore_steps: int  # 2.4: the explorer's run
     warmup_rates: tuple = (3e-3, 1e-2, 3e-2)  # 2.4: peak rates tried with and without warmup (2.1: 1e-1 diverges)
-    warmup_seeds: tuple = (0, 1, 2)  # 2.4: each peak rate and arm on these seeds (the noise rule's pairs)
-    epoch_seeds: tuple = (0, 1, 2)  # 2.4: each epoch count on these seeds
-    minima_seeds: tuple = (0, 1, 2)  # 2.1: seeds of the too-low run continued at the best rate (the noise rule's pairs)
+    # Every comparison the noise rule decides (2.1's continuation, 2.3's capacity and alpha, 2.4's epochs and warmup)
+    # trains each arm on these seeds: fewer than 3 measure no noise, and those verdicts then say "not settled".
+    seeds: tuple = (0, 1, 2)
     note: str = ""  # what a learner should know about results at these sizes ("" when nothing)
 
 
@@ -54,12 +54,17 @@ SIZES = {
 }
 
 
-def sizes(profile: Profile) -> Sizes:
-    """Chapter 2's sizes for a profile (by its name)."""
+def sizes(profile: Profile, seeds: int | None = None) -> Sizes:
+    """Chapter 2's sizes for a profile (by its name). seeds: how many seeds each compared arm trains on (default 3);
+    fewer saves time on a slow laptop, and the verdicts that need the noise then say "not settled"."""
     if profile.name not in SIZES:
         raise ValueError(f"Chapter 2 has no sizes for profile {profile.name!r}: add it to "
                          f"ftkit.hyperparameters.SIZES (known: {', '.join(SIZES)})")
-    return SIZES[profile.name]
+    if seeds is None:
+        return SIZES[profile.name]
+    if not (isinstance(seeds, int) and seeds >= 1):
+        raise ValueError(f"seeds must be a whole number of seeds, 1 or more (3 measure the noise); got {seeds!r}")
+    return replace(SIZES[profile.name], seeds=tuple(range(seeds)))
 
 
 def with_validation_rows(data, s: Sizes):

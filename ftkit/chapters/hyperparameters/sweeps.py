@@ -189,6 +189,42 @@ def seeded_sweeps(name: str, values, seeds, method: str = "lora", *, profile: Pr
                 for seed in seeds}
 
 
+def training_floor(result: Result) -> float:
+    """The training loss a run settled at: the mean over its last quarter of steps (at least 2)."""
+    losses = result.losses("train_loss")[1]
+    tail = losses[-max(2, len(losses) // 4):]
+    return sum(tail) / len(tail)
+
+
+def capacity_runs(ranks, *, alpha: int, learning_rate: float, epochs: int, profile: Profile, data, seeds=(0, 1, 2),
+                  progress: bool = True) -> dict[int, dict]:
+    """Capacity, apart from step size: each rank trains at the same fixed alpha (under Adam the update BA grows with
+    r, and alpha/r shrinks as 1/r: the effective step stays about the same), for `epochs` passes over a small
+    training set, on each seed. {seed: {r: training-loss floor}}."""
+    runs = seeded_sweeps("lora_r", ranks, seeds, profile=profile, data=data, progress=progress,
+                         desc=f"capacity: r = {', '.join(map(str, ranks))} at alpha {alpha} x {len(seeds)} seeds",
+                         num_epochs=epochs, lora_alpha=alpha, learning_rate=learning_rate)
+    return {seed: {r: training_floor(result) for r, result in zip(ranks, s.results, strict=True)}
+            for seed, s in runs.items()}
+
+
+def alpha_tradeoff(r: int, alpha: int, learning_rate: float, *, profile: Profile, data, steps: int, batch_size: int,
+                   seeds=(0, 1, 2), progress: bool = True) -> dict[str, dict[int, float]]:
+    """Is alpha a learning-rate multiplier? At rank r: (alpha, lr), (alpha/2, lr) and (alpha/2, 2 lr), each on every
+    seed, the same steps. {arm: {seed: final validation loss}}."""
+    arms = {"alpha, lr": (alpha, learning_rate), "alpha/2, lr": (alpha // 2, learning_rate),
+            "alpha/2, 2lr": (alpha // 2, 2 * learning_rate)}
+    out = {arm: {} for arm in arms}
+    with tqdm(total=len(arms) * len(seeds) * steps, desc=f"alpha against the rate at r = {r}",
+              disable=not progress) as bar:
+        for seed in seeds:
+            for arm, (a, lr) in arms.items():
+                s = sweep("lora_alpha", [a], "lora", profile=profile, data=data, bar=bar, seed=seed, lora_r=r,
+                          learning_rate=lr, max_steps=steps, batch_size=batch_size)
+                out[arm][seed] = s.final()[0]
+    return out
+
+
 def warmup_range(rates, warmup_steps: int, *, profile: Profile, data, steps: int, seeds=(0, 1, 2),
                  progress: bool = True) -> dict[str, dict[int, SweepResult]]:
     """What warmup is for: the peak rates that still train stably, with and without it. Per arm ("none": no warmup;

@@ -17,7 +17,6 @@ SWING = 0.5  # ... and swung above its first value by more than this fraction (b
 ABOVE_START = 1.05  # ... or ended above the untrained model's validation loss by more than 5 % (noise and bf16)
 NEAR_BEST = 1.5  # rates whose final loss is within 1.5x of the best one are not told apart: both reached the floor
 HALVED = 0.5  # 2.batch-stable: the largest batch's gradient variance under half the smallest's (noise rule)
-NO_WORSE = 0.01  # 2.rank-capacity: the largest rank's validation loss no more than 0.01 above the smallest's
 TYPICAL_EPOCHS = (1, 3)  # 2.epochs-typical: the theory's "1-3 epochs" for SFT
 REALISTIC_TRAIN = 1000  # ... which is about training sets of thousands of examples: fewer cannot test it
 ONE_SIZE = "only one {what} measured: a claim about a larger one needs two at least"  # not settled, whatever it says
@@ -175,10 +174,13 @@ def _mb(n: float) -> str:
     return human_bytes(n)
 
 
-def rank_verdicts(params: dict, formula: dict, memory: dict, val_loss: dict, targets: dict) -> dict[str, Verdict]:
-    """params/formula/memory/val_loss: {r: number}; targets: {"all-linear": val loss, "attention": val loss}."""
+def rank_verdicts(params: dict, formula: dict, memory: dict, floors: dict, targets: dict) -> dict[str, Verdict]:
+    """params/formula/memory: {r: number}; floors: {seed: {r: training-loss floor}} of runs at a fixed alpha, long
+    enough to fit a small training set (capacity_runs); targets: {"all-linear": val loss, "attention": val loss}.
+    2.rank-capacity by the noise rule: the smallest rank's floor above the largest's."""
     rs = sorted(params)
-    if len(rs) < 2 or len(memory) < 2 or len(val_loss) < 2:  # a claim about "higher r" needs two ranks at least
+    fs = sorted(next(iter(floors.values()), {}))
+    if len(rs) < 2 or len(memory) < 2 or len(fs) < 2:  # a claim about "higher r" needs two ranks at least
         return {claim: verdict(claim, None, ONE_SIZE.format(what="rank")) for claim in
                 ("2.rank-params", "2.rank-vram", "2.rank-capacity")} | _targets(targets)
     exact = all(params[r] == formula[r] for r in rs)
@@ -191,11 +193,17 @@ def rank_verdicts(params: dict, formula: dict, memory: dict, val_loss: dict, tar
         "2.rank-vram", memory[ms[-1]] > memory[ms[0]],
         f"one step needs {_mb(memory[ms[0]])} at r={ms[0]} and {_mb(memory[ms[-1]])} at r={ms[-1]}: "
         f"{(memory[ms[-1]] - memory[ms[0]]) / memory[ms[0]]:+.1%} (the frozen base dominates)")
-    vs = sorted(val_loss)
-    out["2.rank-capacity"] = verdict(
-        "2.rank-capacity", val_loss[vs[-1]] <= val_loss[vs[0]] + NO_WORSE,
-        ", ".join(f"r={r}: {val_loss[r]:.3f}" for r in vs) + " validation loss after the same steps (overfitting "
-        "needs longer runs on less data: chapter 3)")
+    seeds = sorted(floors)
+    lower = paired({s: floors[s][fs[0]] for s in seeds}, {s: floors[s][fs[-1]] for s in seeds})
+    capacity = lower.above(0.0)
+    mean = {r: sum(floors[s][r] for s in seeds) / len(seeds) for r in fs}
+    detail = (f"training-loss floor at a fixed alpha (mean of {len(seeds)} seeds): "
+              + ", ".join(f"r={r}: {mean[r]:.4f}" for r in fs)
+              + f"; r={fs[0]} above r={fs[-1]} by {lower.describe('+.4f')}")
+    detail += {True: ": the larger rank fits the training set closer, more capacity (overfitting: chapter 3)",
+               False: ": the larger rank fits the training set less closely here",
+               None: ": within the noise of these seeds: the smaller rank already fits this training set"}[capacity]
+    out["2.rank-capacity"] = verdict("2.rank-capacity", capacity, detail)
     return out | _targets(targets)
 
 
@@ -206,18 +214,32 @@ def _targets(targets: dict) -> dict[str, Verdict]:
         "same r and steps")}
 
 
-def alpha_verdicts(val_loss: dict) -> dict[str, Verdict]:
-    """val_loss: {scheme: {r: final validation loss}} with schemes "alpha=2r", "fixed alpha" and "rslora"."""
+def alpha_verdicts(val_loss: dict, tradeoff: dict) -> dict[str, Verdict]:
+    """val_loss: {scheme: {r: final validation loss}} with schemes "alpha=2r", "fixed alpha" and "rslora".
+    tradeoff: alpha_tradeoff's {arm: {seed: final validation loss}}, arms "alpha, lr", "alpha/2, lr", "alpha/2, 2lr".
+
+    2.alpha-influence by the noise rule: per seed, how far halving alpha moves the loss, minus how far it still is when
+    the rate doubles too. Above 0 beyond the noise: alpha scales the adapter's update, and the rate can make up for it
+    (under Adam alpha acts as a rate multiplier); below 0: doubling the rate does not make up for half the alpha."""
     spread = {s: max(v.values()) - min(v.values()) for s, v in val_loss.items()}
-    fixed = val_loss["fixed alpha"]
-    rs = sorted(fixed)
-    if len(rs) < 2:  # one rank: no spread across ranks, and alpha=2r equals the fixed alpha or not by choice only
-        return {claim: verdict(claim, None, ONE_SIZE.format(what="rank")) for claim in
-                ("2.alpha-influence", "2.alpha-rule")}
-    out = {"2.alpha-influence": verdict(
-        "2.alpha-influence", fixed[rs[-1]] > val_loss["alpha=2r"][rs[-1]],
-        f"at r={rs[-1]}: validation loss {val_loss['alpha=2r'][rs[-1]]:.3f} with alpha=2r vs {fixed[rs[-1]]:.3f} with "
-        "the small fixed alpha: a smaller alpha/r moves the model less in the same steps")}
+    rs = sorted(val_loss["fixed alpha"])
+    base = tradeoff["alpha, lr"]
+    seeds = sorted(base)
+    gap = {arm: {s: abs(tradeoff[arm][s] - base[s]) for s in seeds} for arm in ("alpha/2, lr", "alpha/2, 2lr")}
+    made_up = paired(gap["alpha/2, lr"], gap["alpha/2, 2lr"])
+    influence = made_up.above(0.0)
+    mean = {arm: sum(v[s] for s in seeds) / len(seeds) for arm, v in tradeoff.items()}
+    detail = ("validation loss (mean of " + f"{len(seeds)} seeds): " + ", ".join(f"{a} {v:.3f}" for a, v in mean.items())
+              + f"; halving alpha moved it by {sum(gap['alpha/2, lr'].values()) / len(seeds):.3f}, halving alpha and "
+              f"doubling the rate by {sum(gap['alpha/2, 2lr'].values()) / len(seeds):.3f} (difference "
+              f"{made_up.describe('+.3f')})")
+    detail += {True: ": alpha sets how far the adapter moves the model, and under Adam it trades one for one with the "
+                     "learning rate (Adam's steps on A and B do not depend on alpha; their effect is scaled by alpha/r)",
+               False: ": doubling the rate does not make up for half the alpha here",
+               None: ": within the noise of these seeds"}[influence]
+    out = {"2.alpha-influence": verdict("2.alpha-influence", influence, detail)}
+    if len(rs) < 2:  # one rank: no spread across ranks
+        return out | {"2.alpha-rule": verdict("2.alpha-rule", None, ONE_SIZE.format(what="rank"))}
     calm = min(spread, key=spread.get)
     out["2.alpha-rule"] = verdict(
         "2.alpha-rule", spread["alpha=2r"] <= spread["fixed alpha"],
