@@ -69,8 +69,9 @@ notebooks: setup
 
 # The T4 emulation lane: the notebooks a T4 broke before (QLoRA, devices, the model's shape) and the capstone, run as
 # a Colab T4 runs them but on the CPU (FTKIT_EMULATE=t4: fp16 autocast, a GradScaler that refuses what CUDA's refuses,
-# the 4-bit path, a 12-layer second model shape; see ftkit/core/emulation.py), at the ci profile's sizes. Copies under
-# $(EXECUTED_T4); the site does not use them.
+# the 4-bit path, a 12-layer second model shape; see ftkit/core/emulation.py), at the ci profile's sizes, with one seed
+# per compared arm (FTKIT_SEEDS=1: the lane checks code paths, not verdicts). Copies under $(EXECUTED_T4); the site
+# does not use them.
 EXECUTED_T4 := build/executed-t4
 T4_LANE := notebooks/01_methods/03_three_methods_side_by_side.ipynb notebooks/01_methods/04_adapters_switchable.ipynb \
 	notebooks/02_hyperparameters/02_batch_size.ipynb notebooks/02_hyperparameters/03_rank_and_alpha.ipynb \
@@ -78,7 +79,7 @@ T4_LANE := notebooks/01_methods/03_three_methods_side_by_side.ipynb notebooks/01
 
 notebooks-t4: setup
 	rm -rf $(EXECUTED_T4) && mkdir -p $(EXECUTED_T4) && cp -r notebooks colab $(wildcard results theory.md) $(EXECUTED_T4)/
-	cd $(EXECUTED_T4) && FTKIT_EMULATE=t4 FTKIT_PROFILE=ci OMP_NUM_THREADS=$(NB_THREADS) MKL_NUM_THREADS=$(NB_THREADS) \
+	cd $(EXECUTED_T4) && FTKIT_EMULATE=t4 FTKIT_PROFILE=ci FTKIT_SEEDS=1 OMP_NUM_THREADS=$(NB_THREADS) MKL_NUM_THREADS=$(NB_THREADS) \
 		$(abspath $(PY)) -m pytest --nbmake -n $(NB_WORKERS) --nbmake-timeout=$(NB_TIMEOUT) --overwrite --durations=0 -q \
 		-p no:cacheprovider $(T4_LANE)
 

@@ -22,6 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ftkit.chapters.hyperparameters.sizes import sizes as hyperparameter_sizes  # noqa: E402
+from ftkit.chapters.methods.sizes import sizes as method_sizes  # noqa: E402
+
 # --- unit costs on a Colab T4 (assumptions) -------------------------------------------------------------------------
 INSTALL_MB = 133  # wheels the install cell downloads (pip download of colab/requirements.txt, constraints.txt without
 # what Colab keeps; 2026-12-05); pyarrow 42 MB and bitsandbytes 43 MB are most of it
@@ -48,26 +51,41 @@ def runs(profile) -> dict:
     forwarded, answers generated, separate runs, CPU seconds, model, downloads. Read off each notebook's code."""
     p = profile
     short = max(4, p.max_steps // 3)  # 1.1, 1.3, 1.4 and the explorer: steps = max(4, profile.max_steps // 3)
-    sixth = max(4, p.max_steps // 6)  # 2.1 (sweep steps) and 2.3
     lora, full = 4, 6  # FLOPs per parameter and token: LoRA/QLoRA compute no weight gradients for the base
     row = [(lora, 64, 4)]  # one chapter-3 row at the t4 setup: 64 steps of 4 (ftkit.overfitting.SETUPS)
     row_eval, row_answers = (64 // 4) * p.n_eval, p.n_eval  # validation every 4 steps; held-out answers
+    h = hyperparameter_sizes(p)  # chapter 2's sizes at this profile
+    seeds, ranks, small_steps = len(h.seeds), (4, 16, 64), math.ceil(h.small_train / p.batch_size)
+    m = method_sizes(p)  # 1.3's speed rounds: three fresh models, a warm-up step each, then the timed rounds
+    speed = [(meth, 1 + m.speed_rounds * m.speed_steps, p.batch_size) for meth in (full, lora, lora)]
     return {
         "0": dict(steps=[(lora, p.max_steps, p.batch_size)], eval_rows=p.max_steps // p.eval_every * p.n_eval,
                   answers=2 * p.n_eval + 1, runs=1),
         "1.1": dict(steps=[(full, short, p.batch_size)], runs=0),
         "1.2": dict(answers=3 * max(3, p.n_eval // 5), runs=0),
         "1.3": dict(steps=[(full, short, p.batch_size), (lora, short, p.batch_size), (lora, short, p.batch_size),
-                           (full, short, p.batch_size)], eval_rows=4 * p.n_eval, answers=5 * p.n_eval, runs=4),
+                           (full, short, p.batch_size)] + speed, eval_rows=4 * p.n_eval, answers=5 * p.n_eval, runs=7),
         "1.4": dict(steps=[(lora, short, p.batch_size)] * 2, answers=2 * 2 * (p.gen_batch_size // 2), runs=2),
         "1.5": dict(runs=0),  # loads the model for its checks
-        "2.1": dict(steps=[(m, p.max_steps // 6, p.batch_size) for m in (full, lora) for _ in range(5)],
-                    eval_rows=12 * p.n_eval, runs=10),
-        "2.2": dict(steps=[(lora, 6 * 5, 8), (lora, 3, 8), (lora, 4, 8), (lora, 4, 8)], runs=2),
-        "2.3": dict(steps=[(lora, sixth, p.batch_size)] * 8, eval_rows=8 * p.n_eval, answers=3 * p.n_eval, runs=8),
-        "2.4": dict(steps=[(lora, 8 * math.ceil(32 / p.batch_size), p.batch_size),
-                           (lora, p.max_steps // 4, p.batch_size), (lora, p.max_steps // 4, p.batch_size),
-                           (lora, short, p.batch_size)], eval_rows=8 * p.n_eval + 3 * p.n_eval, runs=4),
+        # 2.1: the sweeps, then the too-low run and its continuation at the best rate on every seed
+        "2.1": dict(steps=[(m, h.lr_steps, h.lr_batch) for m in (full, lora) for _ in range(h.lr_points)]
+                    + [(lora, h.lr_steps, h.lr_batch)] * (2 * seeds),
+                    eval_rows=(2 * h.lr_points + 2 + 2 * seeds) * p.n_eval, runs=2 * h.lr_points + 2 * seeds),
+        "2.2": dict(steps=[(lora, 4, 4), (lora, 6 * 5, 8), (lora, 3, 8), (lora, 4, 8), (lora, 4, 8)], runs=2),
+        # 2.3: the rank sweep, attention-only, the alpha schemes, capacity at a fixed alpha, alpha against the rate
+        "2.3": dict(steps=[(lora, h.rank_steps, h.rank_batch)] * (len(ranks) + 1 + 2 * (len(h.alpha_ranks) - 1))
+                    + [(lora, max(h.epochs) * small_steps, p.batch_size)] * (len(h.alpha_ranks) * seeds)
+                    + [(lora, h.rank_steps, h.rank_batch)] * (3 * seeds),
+                    eval_rows=(len(ranks) + 1 + 2 * (len(h.alpha_ranks) - 1) + len(h.alpha_ranks) * seeds
+                               + 3 * seeds) * p.n_eval,
+                    answers=len(ranks) * p.n_eval * bool(h.rank_scored),
+                    runs=len(ranks) + 1 + 2 * (len(h.alpha_ranks) - 1) + len(h.alpha_ranks) * seeds + 3 * seeds),
+        # 2.4: one run per epoch count and seed, each peak rate with and without warmup on every seed, the explorer
+        "2.4": dict(steps=[(lora, k * small_steps, p.batch_size) for k in h.epochs] * seeds
+                    + [(lora, h.warmup_steps, p.batch_size)] * (2 * len(h.warmup_rates) * seeds)
+                    + [(lora, short, p.batch_size)],
+                    eval_rows=(len(h.epochs) * seeds + 2 * len(h.warmup_rates) * seeds + 2) * p.n_eval,
+                    runs=len(h.epochs) * seeds + 2 * len(h.warmup_rates) * seeds + 2),
         "2.5": dict(runs=0),
         # chapter 3 with its rows on Google Drive (ftkit.overfitting.share_rows): each notebook trains only its own rows
         "3.1": dict(steps=row, eval_rows=row_eval, answers=row_answers, runs=1),

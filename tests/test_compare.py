@@ -27,7 +27,7 @@ def test_all_three_methods_with_a_memory_breakdown(comp):
     assert {"exact_match", "eval_loss"} <= set(comp.before)
     assert comp.batch_tokens[0] == 4 and set(comp.seconds) == {"base", "full", "lora", "qlora", "full at its best rate",
                                                                    "speed"}
-    assert set(comp.speed.rates) == {"full", "lora", "qlora"} and len(comp.speed.rates["lora"]) == 5
+    assert set(comp.speed.rates) == {"full", "lora", "qlora"} and len(comp.speed.rates["lora"]) == 3
     # full FT trained once more at its own best rate (chapter 2's sweep), same steps, scored
     assert comp.full_best.hyperparameters["learning_rate"] == ftkit.core.hparams.SWEPT_BEST_LEARNING_RATE["full"]
     assert comp.full_best.hyperparameters["max_steps"] == comp.results["full"].hyperparameters["max_steps"]

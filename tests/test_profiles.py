@@ -42,3 +42,17 @@ def test_every_profile_has_sane_sizes():
     for p in ftkit.PROFILES.values():
         assert p.max_steps >= 1 and p.batch_size >= 1 and p.eval_every <= p.max_steps
         assert p.n_train >= p.batch_size and p.max_seq_len >= 128  # course examples are ~90-105 tokens
+
+
+def test_chapter_two_seeds_can_be_lowered_and_bad_values_are_refused(monkeypatch):
+    from ftkit.chapters.hyperparameters import sizes
+
+    ci = ftkit.get_profile("ci")
+    assert sizes(ci).seeds == (0, 1, 2) and sizes(ci, seeds=1).seeds == (0,)
+    monkeypatch.setenv("FTKIT_SEEDS", "2")
+    assert sizes(ci).seeds == (0, 1) and sizes(ci, seeds=4).seeds == (0, 1, 2, 3)  # the argument wins
+    monkeypatch.setenv("FTKIT_SEEDS", "two")
+    with pytest.raises(ValueError, match="FTKIT_SEEDS='two': give a whole number"):
+        sizes(ci)
+    with pytest.raises(ValueError, match="seeds must be a whole number"):
+        sizes(ci, seeds=0)

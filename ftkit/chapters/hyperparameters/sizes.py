@@ -4,6 +4,7 @@ sizes and epochs each notebook tries; one declaration the notebooks read (no bra
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 from ftkit.core.profiles import Profile
@@ -38,7 +39,7 @@ class Sizes:
 SIZES = {
     "ci": Sizes(validation_rows=8, lr_steps=3, lr_batch=2, lr_points=5, noise_batches=(1, 2, 4), noise_repeats=3,
                 accumulation_steps=2, rank_steps=4, rank_batch=2, rank_scored=(), alpha_ranks=(4, 64), small_train=8,
-                epochs=(1, 3, 6), warmup_steps=4, explore_steps=4,
+                epochs=(1, 2, 4), warmup_steps=4, warmup_rates=(3e-3, 1e-2), explore_steps=4,
                 note="- (ci profile: a few steps per run; FTKIT_PROFILE=cpu trains 13 steps of 8 per rate, the GPU "
                      "profile reads the best rates at half a decade.)"),
     # a laptop: 13-step runs of 8 (a sixth of the profile's 80), one rate per decade, every rank scored
@@ -55,11 +56,18 @@ SIZES = {
 
 
 def sizes(profile: Profile, seeds: int | None = None) -> Sizes:
-    """Chapter 2's sizes for a profile (by its name). seeds: how many seeds each compared arm trains on (default 3);
-    fewer saves time on a slow laptop, and the verdicts that need the noise then say "not settled"."""
+    """Chapter 2's sizes for a profile (by its name). seeds: how many seeds each compared arm trains on (default: the
+    environment's FTKIT_SEEDS, else 3); fewer saves time on a slow laptop, and the verdicts that need the noise then
+    say "not settled"."""
     if profile.name not in SIZES:
         raise ValueError(f"Chapter 2 has no sizes for profile {profile.name!r}: add it to "
                          f"ftkit.hyperparameters.SIZES (known: {', '.join(SIZES)})")
+    if seeds is None and os.environ.get("FTKIT_SEEDS"):
+        try:
+            seeds = int(os.environ["FTKIT_SEEDS"])
+        except ValueError:
+            raise ValueError(f"FTKIT_SEEDS={os.environ['FTKIT_SEEDS']!r}: give a whole number of seeds, e.g. "
+                             f"FTKIT_SEEDS=1") from None
     if seeds is None:
         return SIZES[profile.name]
     if not (isinstance(seeds, int) and seeds >= 1):

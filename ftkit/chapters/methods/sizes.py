@@ -23,8 +23,10 @@ class Sizes:
 
 SIZES = {
     # a third of the profile's default run; ci: 4 steps (the least that moves the loss), make course 12
-    "ci": Sizes(steps=4, shown=8, cli_steps=12, note="- (ci profile: a few steps only; with FTKIT_PROFILE=cpu, or "
-                                                    "`python -m ftkit compare`, the scores move much more.)"),
+    # ci: 3 speed rounds, the fewest the noise rule reads
+    "ci": Sizes(steps=4, shown=8, cli_steps=12, speed_rounds=3,
+                note="- (ci profile: a few steps only; with FTKIT_PROFILE=cpu, or `python -m ftkit compare`, the scores "
+                     "move much more.)"),
     # make course on a CPU: 3 methods x 12 steps + scoring, ~4 min on 2 cores (20 steps took ~10 min on busy cores)
     "cpu": Sizes(steps=26, shown=32, cli_steps=12, speed_rounds=7),
     "gpu": Sizes(steps=66, shown=32, cli_steps=200, speed_rounds=9, speed_steps=5),
