@@ -39,7 +39,9 @@ def test_pairs_by_seed_and_refuses_what_does_not_pair():
 
 
 def test_describe_says_how_many_seeds_and_when_noise_was_not_measured():
-    assert evidence.paired([1.0], [0.5]).describe() == "+0.500 (one of the seeds: noise not measured)"
+    assert evidence.paired([1.0], [0.5]).describe() == "+0.500 (one seed only: noise not measured)"
+    assert evidence.paired([1.0], [0.5]).undecided() == "1 seed cannot measure the noise (3 needed)"
+    assert evidence.paired([1.0, 0.0, 2.0], [0.5] * 3).undecided("rounds") == "within the noise of these 3 rounds"
     said = evidence.paired([1.0, 1.1, 0.9], [0.5, 0.6, 0.4]).describe()
     assert said == "+0.500 ± 0.000 (mean ± 2 SE over 3 seeds)"
 

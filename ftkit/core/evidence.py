@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 
 MIN_PAIRS = 3  # fewer pairs than this measure no usable noise: the verdict is "not settled"
 SE_MULTIPLE = 2  # a difference counts when it is more than 2 standard errors away (about 95 % for a normal mean)
+SINGULAR = {"seeds": "seed", "rounds": "round", "batches": "batch", "pairs": "pair"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class Paired:
             return False
         return None
 
+    def undecided(self, over: str = "seeds") -> str:
+        """Why the rule said "not settled": too few pairs to measure the noise, or a difference inside it."""
+        if self.n < MIN_PAIRS:
+            return f"{self.n} {over if self.n != 1 else SINGULAR.get(over, over)} cannot measure the noise ({MIN_PAIRS} needed)"
+        return f"within the noise of these {self.n} {over}"
+
     def below(self, threshold: float = 0.0) -> bool | None:
         """True when the mean difference is credibly below `threshold` (the mirror of `above`)."""
         result = self.above(threshold)
@@ -65,7 +72,7 @@ class Paired:
         if self.n == 0:
             return "no pairs"
         if self.n == 1:
-            return f"{self.mean:{fmt}}{unit} (one of the {over}: noise not measured)"
+            return f"{self.mean:{fmt}}{unit} (one {SINGULAR.get(over, over)} only: noise not measured)"
         return (f"{self.mean:{fmt}}{unit} ± {SE_MULTIPLE * self.se:{fmt.lstrip('+')}}{unit} (mean ± {SE_MULTIPLE} SE over "
                 f"{self.n} {over})")
 

@@ -105,7 +105,7 @@ def minima_verdict(method: str, low: float, best: float, continued: dict) -> Ver
     detail += {True: ": the run had stopped on a slope or a plateau, not in a minimum; the text's 'stuck in local "
                      "minima' is loose: too low is slow, not trapped",
                False: ": a larger step from there made things worse, as near a minimum",
-               None: ": within the noise of these seeds"}[gain]
+               None: f": {fell.undecided()}"}[gain]
     return verdict("2.lr-local-minima", None if gain is None else not gain, detail)
 
 
@@ -144,7 +144,7 @@ def batch_verdicts(noise: dict, memory: dict, accumulation: dict) -> dict[str, V
               f"{sizes[-1]} (unbiased, {small['batches']} batches each): it falls as b^{slope:.2f} (independent "
               f"examples give b^-1); half the small batch's minus the large one's: {calmer.describe('+.3g', over='batches')}")
     if holds is None:
-        detail += "; within the noise of these few batches"
+        detail += f"; {calmer.undecided('batches')}"
     if math.isfinite(scale):
         detail += (f". Gradient noise scale tr(Σ)/|G|² ≈ {scale:.3g}: batches much smaller than that are mostly noise, "
                    f"much larger ones add little signal per example")
@@ -167,6 +167,10 @@ def _accumulation(a: dict) -> dict[str, Verdict]:
         f"batch 8 vs 4 x 2 accumulation: losses differ by {a['loss_diff']:.2%}, trained weights by "
         f"{a['weight_diff']:.2%} of the update (tolerance {a['tolerance']:.0%}); memory of a step "
         f"{_mb(a['memory_small'])} vs {_mb(a['memory_big'])}")}
+
+
+def _mean_of(n: int) -> str:
+    return "one seed" if n == 1 else f"mean of {n} seeds"
 
 
 def _mb(n: float) -> str:
@@ -197,12 +201,12 @@ def rank_verdicts(params: dict, formula: dict, memory: dict, floors: dict, targe
     lower = paired({s: floors[s][fs[0]] for s in seeds}, {s: floors[s][fs[-1]] for s in seeds})
     capacity = lower.above(0.0)
     mean = {r: sum(floors[s][r] for s in seeds) / len(seeds) for r in fs}
-    detail = (f"training-loss floor at a fixed alpha (mean of {len(seeds)} seeds): "
+    detail = (f"training-loss floor at a fixed alpha ({_mean_of(len(seeds))}): "
               + ", ".join(f"r={r}: {mean[r]:.4f}" for r in fs)
               + f"; r={fs[0]} above r={fs[-1]} by {lower.describe('+.4f')}")
     detail += {True: ": the larger rank fits the training set closer, more capacity (overfitting: chapter 3)",
                False: ": the larger rank fits the training set less closely here",
-               None: ": within the noise of these seeds: the smaller rank already fits this training set"}[capacity]
+               None: f": {lower.undecided()}"}[capacity]
     out["2.rank-capacity"] = verdict("2.rank-capacity", capacity, detail)
     return out | _targets(targets)
 
@@ -229,14 +233,14 @@ def alpha_verdicts(val_loss: dict, tradeoff: dict) -> dict[str, Verdict]:
     made_up = paired(gap["alpha/2, lr"], gap["alpha/2, 2lr"])
     influence = made_up.above(0.0)
     mean = {arm: sum(v[s] for s in seeds) / len(seeds) for arm, v in tradeoff.items()}
-    detail = ("validation loss (mean of " + f"{len(seeds)} seeds): " + ", ".join(f"{a} {v:.3f}" for a, v in mean.items())
+    detail = (f"validation loss ({_mean_of(len(seeds))}): " + ", ".join(f"{a} {v:.3f}" for a, v in mean.items())
               + f"; halving alpha moved it by {sum(gap['alpha/2, lr'].values()) / len(seeds):.3f}, halving alpha and "
               f"doubling the rate by {sum(gap['alpha/2, 2lr'].values()) / len(seeds):.3f} (difference "
               f"{made_up.describe('+.3f')})")
     detail += {True: ": alpha sets how far the adapter moves the model, and under Adam it trades one for one with the "
                      "learning rate (Adam's steps on A and B do not depend on alpha; their effect is scaled by alpha/r)",
                False: ": doubling the rate does not make up for half the alpha here",
-               None: ": within the noise of these seeds"}[influence]
+               None: f": {made_up.undecided()}"}[influence]
     out = {"2.alpha-influence": verdict("2.alpha-influence", influence, detail)}
     if len(rs) < 2:  # one rank: no spread across ranks
         return out | {"2.alpha-rule": verdict("2.alpha-rule", None, ONE_SIZE.format(what="rank"))}
@@ -281,13 +285,13 @@ def epoch_verdicts(val_by_epochs: dict, n_train: int) -> dict[str, Verdict]:
         over = False if worse(ks[-2]) else None
     fit = True if under and over else (False if under is False or over is False else None)
     curve = ", ".join(f"{k}: {mean[k]:.3f}" for k in ks)
-    detail = (f"validation loss by epoch count (separate runs, mean of {len(seeds)} seeds): {curve}; lowest at {best}; "
+    detail = (f"validation loss by epoch count (separate runs, {_mean_of(len(seeds))}): {curve}; lowest at {best}; "
               f"fewer ({ks[0]}) {paired(loss[ks[0]], loss[best]).describe('+.3f')} above it, more ({ks[-1]}) "
               f"{paired(loss[ks[-1]], loss[best]).describe('+.3f')}")
     detail += {True: ": too few underfit, too many overfit",
                False: (": no overfitting side within these counts" if over is False else
                        ": no underfitting side within these counts"),
-               None: ": within the noise of these seeds"}[fit]
+               None: f": {paired(loss[ks[0]], loss[best]).undecided()}"}[fit]
     out = {"2.epochs-fit": verdict("2.epochs-fit", fit, detail)}
     if n_train < REALISTIC_TRAIN:
         typical = None
@@ -335,5 +339,5 @@ def warmup_verdicts(start: float, finals: dict, curves: dict) -> dict[str, Verdi
               f"warmup widened the stable range by {wider.describe('+.2f', ' grid steps')}")
     detail += {True: ": warmup lets a higher peak rate train without diverging",
                False: ": warmup did not widen the range of rates that train stably here",
-               None: ": within the noise of these seeds"}[holds]
+               None: f": {wider.undecided()}"}[holds]
     return {"2.warmup": verdict("2.warmup", holds, detail)}
