@@ -102,10 +102,9 @@ def minima_verdict(method: str, low: float, best: float, continued: dict) -> Ver
               f"{sum(continued[s]['low'] for s in seeds) / len(seeds):.3f} with its gradient norm at {grad:.0%} of "
               f"its start; from there, the same steps at the best rate {best:g} brought it to "
               f"{sum(continued[s]['continued'] for s in seeds) / len(seeds):.3f} (lower by {fell.describe('+.3f')})")
-    detail += {True: ": the run had stopped on a slope or a plateau, not in a minimum; the text's 'stuck in local "
-                     "minima' is loose: too low is slow, not trapped",
-               False: ": a larger step from there made things worse, as near a minimum",
-               None: f": {fell.undecided()}"}[gain]
+    detail += _reading(gain, fell, "the run had stopped on a slope or a plateau, not in a minimum; the text's "
+                                   "'stuck in local minima' is loose: too low is slow, not trapped",
+                       "a larger step from there made things worse, as near a minimum")
     return verdict("2.lr-local-minima", None if gain is None else not gain, detail)
 
 
@@ -169,6 +168,11 @@ def _accumulation(a: dict) -> dict[str, Verdict]:
         f"{_mb(a['memory_small'])} vs {_mb(a['memory_big'])}")}
 
 
+def _reading(outcome: bool | None, p, if_true: str, if_false: str) -> str:
+    """The clause a noise-rule verdict ends with: what an outcome means, or why it is not settled."""
+    return ": " + (if_true if outcome else if_false if outcome is False else p.undecided())
+
+
 def _mean_of(n: int) -> str:
     return "one seed" if n == 1 else f"mean of {n} seeds"
 
@@ -204,9 +208,9 @@ def rank_verdicts(params: dict, formula: dict, memory: dict, floors: dict, targe
     detail = (f"training-loss floor at a fixed alpha ({_mean_of(len(seeds))}): "
               + ", ".join(f"r={r}: {mean[r]:.4f}" for r in fs)
               + f"; r={fs[0]} above r={fs[-1]} by {lower.describe('+.4f')}")
-    detail += {True: ": the larger rank fits the training set closer, more capacity (overfitting: chapter 3)",
-               False: ": the larger rank fits the training set less closely here",
-               None: f": {lower.undecided()}"}[capacity]
+    detail += _reading(capacity, lower,
+                       "the larger rank fits the training set closer, more capacity (overfitting: chapter 3)",
+                       "the larger rank fits the training set less closely here")
     out["2.rank-capacity"] = verdict("2.rank-capacity", capacity, detail)
     return out | _targets(targets)
 
@@ -237,10 +241,10 @@ def alpha_verdicts(val_loss: dict, tradeoff: dict) -> dict[str, Verdict]:
               + f"; halving alpha moved it by {sum(gap['alpha/2, lr'].values()) / len(seeds):.3f}, halving alpha and "
               f"doubling the rate by {sum(gap['alpha/2, 2lr'].values()) / len(seeds):.3f} (difference "
               f"{made_up.describe('+.3f')})")
-    detail += {True: ": alpha sets how far the adapter moves the model, and under Adam it trades one for one with the "
-                     "learning rate (Adam's steps on A and B do not depend on alpha; their effect is scaled by alpha/r)",
-               False: ": doubling the rate does not make up for half the alpha here",
-               None: f": {made_up.undecided()}"}[influence]
+    detail += _reading(influence, made_up,
+                       "alpha sets how far the adapter moves the model, and under Adam it trades one for one with the "
+                       "learning rate (Adam's steps on A and B do not depend on alpha; their effect is scaled by alpha/r)",
+                       "doubling the rate does not make up for half the alpha here")
     out = {"2.alpha-influence": verdict("2.alpha-influence", influence, detail)}
     if len(rs) < 2:  # one rank: no spread across ranks
         return out | {"2.alpha-rule": verdict("2.alpha-rule", None, ONE_SIZE.format(what="rank"))}
@@ -288,10 +292,9 @@ def epoch_verdicts(val_by_epochs: dict, n_train: int) -> dict[str, Verdict]:
     detail = (f"validation loss by epoch count (separate runs, {_mean_of(len(seeds))}): {curve}; lowest at {best}; "
               f"fewer ({ks[0]}) {paired(loss[ks[0]], loss[best]).describe('+.3f')} above it, more ({ks[-1]}) "
               f"{paired(loss[ks[-1]], loss[best]).describe('+.3f')}")
-    detail += {True: ": too few underfit, too many overfit",
-               False: (": no overfitting side within these counts" if over is False else
-                       ": no underfitting side within these counts"),
-               None: f": {paired(loss[ks[0]], loss[best]).undecided()}"}[fit]
+    detail += _reading(fit, paired(loss[ks[0]], loss[best]), "too few underfit, too many overfit",
+                       "no overfitting side within these counts" if over is False else
+                       "no underfitting side within these counts")
     out = {"2.epochs-fit": verdict("2.epochs-fit", fit, detail)}
     if n_train < REALISTIC_TRAIN:
         typical = None
@@ -337,7 +340,6 @@ def warmup_verdicts(start: float, finals: dict, curves: dict) -> dict[str, Verdi
               f"{', '.join(name(top['none'][s]) for s in seeds)}; with warmup "
               f"{', '.join(name(top['warmup'][s]) for s in seeds)} (rates tried: {', '.join(f'{r:g}' for r in rates)}); "
               f"warmup widened the stable range by {wider.describe('+.2f', ' grid steps')}")
-    detail += {True: ": warmup lets a higher peak rate train without diverging",
-               False: ": warmup did not widen the range of rates that train stably here",
-               None: f": {wider.undecided()}"}[holds]
+    detail += _reading(holds, wider, "warmup lets a higher peak rate train without diverging",
+                       "warmup did not widen the range of rates that train stably here")
     return {"2.warmup": verdict("2.warmup", holds, detail)}
