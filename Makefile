@@ -21,7 +21,10 @@ NB_WORKERS ?= 2
 NB_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup course test check browser unit notebooks notebooks-t4 lint lock clean-notebooks lab site site-html site-test \
+# make bench: the profiles whose batches the benchmark measures (results/bench.json keeps one entry per profile).
+BENCH_PROFILES ?= ci cpu
+
+.PHONY: setup course bench test check browser unit notebooks notebooks-t4 lint lock clean-notebooks lab site site-html site-test \
 	gpu-check
 
 setup: $(VENV)/.installed
@@ -110,5 +113,9 @@ clean-notebooks: setup
 # On a machine with a CUDA GPU (after make setup, or with the packages installed): every notebook on the GPU, the
 # memory estimator against CUDA's peaks and the capstone's recipe under a T4's 14.75 GiB, in one call; writes
 # results/gpu_check.json (scripts/gpu_check.py). GPU_CHECK_ARGS="--profile t4" runs a T4's code paths on any GPU.
+# How close a training step comes to this machine's matmul rate, per method: python -m ftkit bench (README).
+bench: setup
+	for p in $(BENCH_PROFILES); do $(PY) -m ftkit bench --profile $$p || exit 1; done
+
 gpu-check:
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_check.py $(GPU_CHECK_ARGS)

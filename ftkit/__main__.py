@@ -1,4 +1,4 @@
-"""Command line: `python -m ftkit {compare,finetune,sweep,prefetch,doctor,sync-notebooks}`."""
+"""Command line: `python -m ftkit {compare,finetune,sweep,bench,prefetch,doctor,sync-notebooks}`."""
 
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def cmd_finetune(args) -> int:
     from ftkit.core.models import load_model
     from ftkit.core.profiles import get_profile
     from ftkit.core.hparams import resolve
-    from ftkit.core.train import evaluate_task, run_experiment
+    from ftkit.core.generation import evaluate_task
+    from ftkit.core.train import run_experiment
 
     profile = get_profile(args.profile)
     check_model(args.model)
@@ -163,6 +164,28 @@ def cmd_prefetch(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """The training step against this machine's matmul rate, per method: tokens/s, share, memory, fixed cost."""
+    import json
+    from pathlib import Path
+
+    from ftkit.core.bench import METHODS, bench_table, run_bench
+    from ftkit.core.profiles import get_profile
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable folder is refused now, not after the runs
+    profile = get_profile(args.profile)
+    methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(sorted(unknown))}: choose from {', '.join(METHODS)}")
+    bench = run_bench(profile, methods=methods, rounds=args.rounds, steps=args.steps)
+    kept = json.loads(out.read_text()) if out.exists() else {}  # one entry per profile: the others are kept
+    out.write_text(json.dumps(kept | {profile.name: bench}, indent=1) + "\n")
+    print("\n" + bench_table(bench) + f"\n\nwritten: {out}")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from ftkit.tools.doctor import doctor
 
@@ -192,6 +215,13 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=positive_int, default=None, help="longest training sequence in tokens")
     p.add_argument("--out", default="outputs/compare", help="folder for the PNG (default: outputs/compare)")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("bench", help=cmd_bench.__doc__)
+    p.add_argument("--profile", default=None, help="ci, cpu, gpu or t4 (default: $FTKIT_PROFILE or detected)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds (default 3; medians)")
+    p.add_argument("--steps", type=positive_int, default=6, help="steps per run, the first untimed (default 6)")
+    p.add_argument("--methods", default=None, help="comma-separated, default: full,lora,qlora")
+    p.add_argument("--out", default="results/bench.json", help="the JSON it updates, one entry per profile (default: results/bench.json)")
+    p.set_defaults(func=cmd_bench)
     p = sub.add_parser("finetune", help=cmd_finetune.__doc__)
     p.add_argument("--profile", default=None, help="ci, cpu, gpu or t4 (default: $FTKIT_PROFILE or detected)")
     p.add_argument("--model", default=None, help="smollm2-135m (built in) or a hub id (online)")

@@ -15,7 +15,7 @@ import ftkit
 from ftkit.chapters import capstone as colab
 from ftkit.tools.notebooks import ROOT, all_notebooks
 from ftkit.chapters.overfitting import per_example_losses
-from ftkit.core.train import base_model
+from ftkit.core.models import base_model
 
 LOADERS = ("load_model", "load_base", "random_model")  # the calls that put a model on a device
 

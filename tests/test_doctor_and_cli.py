@@ -91,7 +91,7 @@ def test_cli_refuses_bad_input_before_any_work(argv, refusal, capsys, monkeypatc
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the input was checked")
 
-    for module, name in (("ftkit.core.train", "run_experiment"), ("ftkit.core.train", "evaluate_task"),
+    for module, name in (("ftkit.core.train", "run_experiment"), ("ftkit.core.generation", "evaluate_task"),
                          ("ftkit.chapters.methods.compare", "compare_methods"), ("ftkit.core.models", "load_model"),
                          ("ftkit.core.builtin", "builtin_model_dir")):
         monkeypatch.setattr(importlib.import_module(module), name, no_work)

@@ -35,6 +35,12 @@ def test_result_holds_every_measurement(lora_result, tiny_data):
     assert 0 < r.trainable_params < r.total_params
     assert 0 < r.saved_bytes < 5_000_000  # an adapter, not a model
     assert set(r.scores) == {"test", "heldout"} and r.scores["test"]["n"] == len(tiny_data["test"])
+    assert len(r.step_seconds) == 4 and all(s > 0 for s in r.step_seconds)
+    assert {"data", "load", "prepare", "train", "save", "score", "setup", "first_step", "steps", "evaluation"} <= set(
+        r.seconds)
+    parts = ("setup", "first_step", "steps", "evaluation", "other")
+    assert sum(r.seconds[k] for k in parts) == pytest.approx(r.wall_time_s, rel=1e-6)  # the training call, split
+    assert r.seconds["first_step"] + r.seconds["steps"] == pytest.approx(sum(r.step_seconds))
     json.dumps(r.as_dict())  # serialisable: no model inside
 
 

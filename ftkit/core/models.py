@@ -116,6 +116,11 @@ def upcast_outside_linears(model):
     return model
 
 
+def base_model(model):
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 @contextlib.contextmanager
 def evaluating(model):
     """A block in eval mode without gradients (dropout off), then the model back in the mode it was in: a model
@@ -129,6 +134,39 @@ def evaluating(model):
             yield model
     finally:
         model.train(was_training)
+
+
+# The attention kernel a training step runs with, by device: on the CPU, at the course's lengths (<= 256 tokens),
+# PyTorch's SDPA backward in bf16 costs more than the plain math (a ci LoRA step, 4 rows of ~90 tokens: 1.58 s with
+# SDPA, 1.31 s eager); on a GPU SDPA's fused kernels are faster and never store the L x L attention matrix.
+# Evaluation, generation and measure_memory keep the model's own (SDPA): without a backward it is as fast or faster
+# here, and it is the kernel estimate_memory models.
+TRAINING_ATTENTION = {"cpu": "eager"}
+
+
+@contextlib.contextmanager
+def training_kernels(model, device: str, mixed_precision: bool, *, backward: bool = True):
+    """For a block of training steps (or, backward=False, of evaluation), the kernels that run fastest here, then the
+    model as it was.
+
+    - with a backward, TRAINING_ATTENTION's attention kernel on its device (the CPU: eager);
+    - under autocast (mixed_precision), peft's LoRA layers keep their input as it comes instead of casting it to the
+      adapters' fp32 (peft's default): autocast casts it back to bf16/fp16 for the adapter's matmul anyway, so the
+      result is the same and two copies per adapted layer go (a ci LoRA step: 1.38 -> 1.29 s).
+    Used by the course's trainer (ftkit.core.train.sft_trainer) and ftkit.core.train.training_step."""
+    from peft.helpers import disable_input_dtype_casting
+
+    base = base_model(model)
+    before = base.config._attn_implementation
+    wanted = TRAINING_ATTENTION.get(device) if backward else None
+    if wanted and wanted != before:
+        base.set_attn_implementation(wanted)
+    try:
+        with disable_input_dtype_casting(model, active=mixed_precision):
+            yield model
+    finally:
+        if wanted and wanted != before:
+            base.set_attn_implementation(before)
 
 
 def forward_autocast(model):

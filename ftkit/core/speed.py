@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ftkit.core.memory import make_optimizer
-from ftkit.core.models import autocast
+from ftkit.core.train import training_step
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class SpeedRounds:
         """How it was measured, for a table's footnote."""
         rounds = len(next(iter(self.rates.values())))
         return (f"median of {rounds} interleaved rounds of {self.steps_per_round} training step(s) each on the same "
-                f"batch, after {self.warmup_steps} untimed warm-up step(s) per method")
+                f"batch, after {self.warmup_steps} untimed warm-up step(s) per method, with the kernels the course's "
+                "trainer uses (fused AdamW; eager attention on the CPU)")
 
 
 def _synchronize(device: torch.device) -> None:
@@ -51,7 +52,7 @@ def _synchronize(device: torch.device) -> None:
 
 def interleaved_speed(models: dict, batch: dict, *, precision: str, rounds: int = 5, steps_per_round: int = 1,
                       warmup_steps: int = 1, optimizer: str = "adamw_torch", progress: bool = True) -> SpeedRounds:
-    """Time full training steps (forward under the training autocast, backward, optimizer step) of each model, in
+    """Time full training steps (ftkit.core.train.training_step: forward, backward, optimizer step) of each model, in
     rounds. `models`: {name: model with its trainable parameters set}; `batch`: input_ids and attention_mask (labels
     default to input_ids). The models are trained in place (their weights change: use copies you can discard).
     `progress`: one bar over the timed steps."""
@@ -72,12 +73,8 @@ def interleaved_speed(models: dict, batch: dict, *, precision: str, rounds: int 
         model.train()
 
     def step(name: str) -> None:
-        model, inputs, opt, device = state[name]
-        opt.zero_grad(set_to_none=True)
-        with autocast(precision, device.type):
-            loss = model(**inputs).loss
-        loss.backward()
-        opt.step()
+        model, inputs, opt, _ = state[name]
+        training_step(model, inputs, opt, precision)
 
     for name in names:
         for _ in range(warmup_steps):

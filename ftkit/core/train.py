@@ -12,24 +12,24 @@ import shutil
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
-from ftkit.core.data import profile_dataset, prompt_text, score
+from ftkit.core.data import profile_dataset
 from ftkit.core.emulation import attach_grad_scaler
+from ftkit.core.generation import evaluate_task
 from ftkit.core.hparams import Hyperparameters, check_run, default_hyperparameters, resolve
 from ftkit.core.models import (
+    autocast,
     cast_qlora_adapters,
     count_parameters,
-    evaluating,
-    forward_autocast,
     is_quantized,
     load_model,
     load_tokenizer,
+    training_kernels,
 )
 from ftkit.core.profiles import Profile, get_profile
 from ftkit.core.quiet import quiet_loading, quiet_trainer, quiet_training
@@ -52,6 +52,8 @@ class Result:
     saved_bytes: int = 0  # size on disk of what was saved: the adapter, or the whole model for full FT
     output_dir: str = ""  # where checkpoints and the final save are kept ("" when none was asked for)
     restored_step: int | None = None  # with early stopping: the step whose weights were restored and kept
+    seconds: dict = field(default_factory=dict)  # where the run's time went, by phase (see run_experiment)
+    step_seconds: list = field(default_factory=list)  # each optimizer step's duration (validation excluded)
     scores: dict = field(default_factory=dict)  # split -> {"exact_match", "field_accuracy", ...}
     samples: dict = field(default_factory=dict)  # split -> first few generated answers
     trained_model: object = field(default=None, repr=False)  # the model (None if keep_model=False); never serialised
@@ -163,6 +165,18 @@ def sft_trainer(**kwargs):
             return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
 
+        def _kernels(self, backward: bool):
+            return training_kernels(self.model, self.args.device.type, self.args.bf16 or self.args.fp16,
+                                    backward=backward)
+
+        def training_step(self, *args, **kwargs):
+            with self._kernels(backward=True):
+                return super().training_step(*args, **kwargs)
+
+        def evaluate(self, *args, **kwargs):
+            with self._kernels(backward=False):
+                return super().evaluate(*args, **kwargs)
+
     with quiet_training():  # TRL prepares the datasets here: no bar per preparation step
         return quiet_trainer(CourseSFTTrainer(**kwargs))
 
@@ -177,6 +191,26 @@ def load_for_training(method: str, hp: Hyperparameters, profile: Profile, model:
         raise ValueError(f"max_seq_len={profile.max_seq_len} is longer than the model's context "
                          f"({net.config.max_position_embeddings} tokens); use at most that.")
     return net, tokenizer
+
+
+def training_step(model, inputs: dict, optimizer, precision: str) -> float:
+    """One training step outside the Trainer, taken as the course's trainer takes it: forward under the training
+    autocast and kernels (training_kernels), backward, optimizer step. Returns the loss. Used by chapter 1's speed
+    rounds (ftkit.core.speed) and chapter 2's warm-up (gradient noise)."""
+    device = next(model.parameters()).device.type
+    optimizer.zero_grad(set_to_none=True)
+    with training_kernels(model, device, precision != "fp32"), autocast(precision, device):
+        loss = model(**inputs).loss
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def trainer_optimizer(optim: str) -> str:
+    """The Trainer's name for hp.optim: AdamW as one fused kernel ("adamw_torch_fused", the same update rule; the
+    Trainer's "adamw_torch" is its per-tensor loop) on the CPU and CUDA. Measured on ci steps: full fine-tuning 2.46 ->
+    2.10 s, LoRA 2.09 -> 1.84 s with identical LoRA losses (python -m ftkit bench measures the step as it is now)."""
+    return "adamw_torch_fused" if optim == "adamw_torch" else optim
 
 
 def build_trainer(model, tokenizer, data, hp: Hyperparameters, *, profile: Profile, output_dir: str,
@@ -194,13 +228,14 @@ def build_trainer(model, tokenizer, data, hp: Hyperparameters, *, profile: Profi
         num_train_epochs=hp.num_epochs or 1, per_device_train_batch_size=hp.batch_size,
         gradient_accumulation_steps=hp.gradient_accumulation_steps,
         per_device_eval_batch_size=hp.batch_size, learning_rate=hp.learning_rate, lr_scheduler_type=hp.lr_scheduler,
-        warmup_steps=hp.warmup_steps, weight_decay=hp.weight_decay, optim=hp.optim, seed=hp.seed, data_seed=hp.seed,
+        warmup_steps=hp.warmup_steps, weight_decay=hp.weight_decay, optim=trainer_optimizer(hp.optim), seed=hp.seed, data_seed=hp.seed,
         bf16=profile.precision == "bf16", fp16=profile.precision == "fp16", use_cpu=profile.device == "cpu",
         max_length=profile.max_seq_len, logging_steps=1, eval_strategy="steps", eval_steps=eval_every,
         save_strategy="steps" if keep_checkpoints else "no", save_steps=save_every or eval_every,
         load_best_model_at_end=early_stopping_patience is not None, metric_for_best_model="eval_loss",
         save_total_limit=None if early_stopping_patience is not None else 2,
         include_num_input_tokens_seen="non_padding", report_to="none", disable_tqdm=not progress,
+        prediction_loss_only=True,  # validation needs the loss only: no logits kept (a ci evaluation 2.6 s -> 2.0 s)
         # TRL's SFTConfig turns gradient checkpointing ON by default: say what we want (load_model set the model up).
         activation_checkpointing=hp.gradient_checkpointing, dataloader_pin_memory=False,
     )
@@ -257,15 +292,21 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
         the compute dtype (lean), None (default) is False except under fp16 (ftkit.models.default_upcast).
     start: a result kept with keep_model=True, whose model trains on instead of a freshly loaded one (same method),
         with a new optimizer and schedule: hp then describes the continuation only.
+
+    result.seconds says where the time went: data, load (the model), prepare (the trainer and its tokenised
+    datasets), train (split into setup, first_step, steps, evaluation, other), save, score (generation);
+    result.step_seconds holds each step's duration (python -m ftkit bench compares them with this machine's limit).
     """
     from transformers import set_seed
 
+    clock = PhaseClock()
     profile = profile or get_profile()
     hp = resolve(method, hp, profile, overrides)
     model_name = model or profile.model
     data = data if data is not None else profile_dataset(profile, seed=data_seed)
     check_run(hp, n_train=len(data["train"]), device=profile.device)
     set_seed(hp.seed)
+    clock.lap("data")
     if start is None:
         net, tokenizer = load_for_training(method, hp, profile, model_name, upcast_frozen_to_fp32)
     elif start.trained_model is None or start.method != method:
@@ -273,24 +314,30 @@ def run_experiment(method: str = "lora", hp: Hyperparameters | None = None, *, p
                          f"keep_model=True)); got method {start.method!r}, model kept: {start.trained_model is not None}")
     else:
         net, tokenizer = start.trained_model, load_tokenizer(start.model)
+    clock.lap("load")
     keep_files = output_dir is not None  # without an output_dir, checkpoints and saves go to a temporary folder
     output_dir = output_dir or tempfile.mkdtemp(prefix=f"ftkit-{method}-")
     trainer = build_trainer(net, tokenizer, data, hp, profile=profile, output_dir=output_dir, eval_every=eval_every,
                             early_stopping_patience=early_stopping_patience, save_every=save_every,
                             callbacks=callbacks, progress=progress)
+    clock.lap("prepare")  # the trainer: TRL tokenises the dataset, builds the config
     result = measure_run(trainer, Result(method=method, model=model_name, hyperparameters=hp.as_dict(),
                                          output_dir=output_dir), resume=resume)
     if early_stopping_patience is not None and trainer.state.best_model_checkpoint:
         result.restored_step = _checkpoint_step(trainer.state.best_model_checkpoint)
+    clock.lap("train")
     if save:
         final_dir = Path(output_dir) / "final"
         with quiet_loading():
             trainer.model.save_pretrained(final_dir)
         result.saved_bytes = dir_bytes(final_dir)
+    clock.lap("save")
     for split in score_splits:
         result.scores[split], answers = evaluate_task(trainer.model, tokenizer, data[split],
                                                       batch_size=profile.gen_batch_size, progress=progress)
         result.samples[split] = answers[:5]
+    clock.lap("score")
+    result.seconds = clock.seconds | result.seconds  # measure_run's split of the training call
     if not keep_files:
         shutil.rmtree(output_dir, ignore_errors=True)
         result.output_dir = ""
@@ -331,16 +378,68 @@ def measure_run(trainer, result: Result, *, resume: bool = False) -> Result:
     was measured: history, wall time, tokens/s, peak memory, parameter counts."""
     last = _last_checkpoint(trainer.args.output_dir) if resume else None
     device = "cuda" if trainer.args.device.type == "cuda" else "cpu"
+    steps = StepClock(device)
+    trainer.add_callback(steps)
+    steps.start()
     start = time.perf_counter()
     with PeakMemory(device) as peak:
         trainer.train(resume_from_checkpoint=last)
     wall = time.perf_counter() - start
+    trainer.remove_callback(steps)
+    result.step_seconds = steps.durations
+    result.seconds = steps.split(wall)
     result.trainable_params, result.total_params = count_parameters(trainer.model)
     result.history = history_of(trainer.state.log_history)
     result.wall_time_s = wall
     result.tokens_per_s = _trained_tokens(trainer, last) / (wall - _eval_seconds(trainer, last))
     result.peak_memory_bytes, result.peak_memory_kind = peak.peak, peak.kind
     return result
+
+
+class PhaseClock:
+    """Seconds per phase of a run: lap(name) ends the phase begun at the previous lap (or at the clock's start)."""
+
+    def __init__(self):
+        self.seconds, self._last = {}, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self._last = self.seconds.get(name, 0.0) + now - self._last, now
+
+
+class StepClock(TrainerCallback):
+    """Each optimizer step's duration (validation excluded), and the time from start() to the first step: the trainer's
+    set-up (dataloader, optimizer, accelerate's preparation)."""
+
+    def __init__(self, device: str):
+        self.device, self.durations, self.evaluation = device, [], 0.0
+        self._started = self._first = self._begin = None
+
+    def _now(self) -> float:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self._started = self._now()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._begin = self._now()
+        self._first = self._first or self._begin
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.durations.append(self._now() - self._begin)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.evaluation += (logs or {}).get("eval_runtime", 0.0)
+
+    def split(self, wall: float) -> dict:
+        """The training call's wall time in parts: setup (before the first step), first_step, steps (the others),
+        evaluation (validation passes) and other (logging, checkpoints, the end of training)."""
+        setup = self._first - self._started if self._first and self._started else 0.0
+        parts = {"setup": setup, "first_step": sum(self.durations[:1]), "steps": sum(self.durations[1:]),
+                 "evaluation": self.evaluation}
+        return parts | {"other": max(wall - sum(parts.values()), 0.0)}
 
 
 def _last_checkpoint(output_dir: str) -> str | None:
@@ -385,60 +484,3 @@ def history_of(log_history: list[dict]) -> list[dict]:
         if len(row) > 1:
             rows.append(row)
     return rows
-
-
-def generate_answers(model, tokenizer, conversations: list[list[dict]], *, batch_size: int = 16,
-                     max_new_tokens: int = 48, progress: bool = True) -> list[str]:
-    """Greedy answers of a chat model to each conversation (its last turn is the user's), the same decoding on every
-    model (see greedy_config)."""
-    from tqdm.auto import tqdm
-
-    tokenizer.padding_side = "left"  # batched generation continues each prompt from its real end
-    device = next(model.parameters()).device
-    config = greedy_config(model, tokenizer, max_new_tokens)
-    answers = []
-    batches = range(0, len(conversations), batch_size)
-    with evaluating(model):
-        for i in tqdm(batches, desc="generating", disable=not progress or len(batches) < 2):
-            prompts = [prompt_text(tokenizer, c) for c in conversations[i:i + batch_size]]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            with own_generation_config(model, config), forward_autocast(model):
-                out = model.generate(**enc, generation_config=config)
-            answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return answers
-
-
-def greedy_config(model, tokenizer, max_new_tokens: int):
-    """Plain greedy decoding: only the model's own stop and start tokens are kept from the generation_config a hub
-    model brings (Qwen2.5-Instruct's has sampling fields and a repetition penalty of 1.05), so that a score means the
-    same on every model."""
-    from transformers import GenerationConfig
-
-    own = base_model(model).generation_config
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                            eos_token_id=own.eos_token_id if own.eos_token_id is not None else tokenizer.eos_token_id,
-                            bos_token_id=own.bos_token_id, pad_token_id=tokenizer.pad_token_id)
-
-
-def base_model(model):
-    """The transformers model under a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-@contextmanager
-def own_generation_config(model, config):
-    """Make `config` the model's generation_config for a while: generate() fills every field a config leaves unset
-    from the model's own (transformers 5), so the hub's fields would come back through that door."""
-    target = base_model(model)
-    saved, target.generation_config = target.generation_config, config
-    try:
-        yield
-    finally:
-        target.generation_config = saved
-
-
-def evaluate_task(model, tokenizer, dataset, *, batch_size: int = 16, progress: bool = True) -> tuple[dict, list[str]]:
-    """Generate an answer for every row of a course split and score it: (scores, answers)."""
-    answers = generate_answers(model, tokenizer, [row["messages"][:-1] for row in dataset], batch_size=batch_size,
-                               progress=progress)
-    return score(answers, list(dataset["answer"])), answers

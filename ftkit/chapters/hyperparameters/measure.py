@@ -13,24 +13,18 @@ from transformers import set_seed
 from ftkit.core.data import course_batch, profile_dataset, prompt_length
 from ftkit.core.models import autocast, load_model
 from ftkit.core.profiles import Profile, get_profile
-from ftkit.core.train import eval_loss, run_experiment
+from ftkit.core.memory import make_optimizer
+from ftkit.core.train import eval_loss, run_experiment, training_step
 
 
 def warm_up(model, batches: list[dict], *, precision: str = "fp32", lr: float = 2e-4) -> list[float]:
     """A few real AdamW steps, one per batch, so the gradient is measured where training is and not at the start: at
     initialisation LoRA's B is zero, which leaves A without any gradient. Returns the losses."""
-    params = [p for p in model.parameters() if p.requires_grad]
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(params, lr=lr)
-    losses = []
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], "adamw_torch", lr)
     model.train()
-    for batch in batches:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(precision, device.type):
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = [training_step(model, {k: v.to(device) for k, v in batch.items()}, optimizer, precision)
+              for batch in batches]
     model.zero_grad(set_to_none=True)
     return losses
 

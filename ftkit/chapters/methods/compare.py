@@ -27,7 +27,8 @@ from ftkit.core.memory import MemoryBreakdown, human_bytes, measure_step, weight
 from ftkit.core.models import default_upcast, free_memory, load_model
 from ftkit.core.profiles import Profile, get_profile
 from ftkit.core.speed import SpeedRounds, interleaved_speed
-from ftkit.core.train import Result, eval_loss, evaluate_task, load_for_training, run_experiment
+from ftkit.core.generation import evaluate_task
+from ftkit.core.train import Result, eval_loss, load_for_training, run_experiment
 
 THEORY_ROWS = ("Mechanism", "VRAM Usage", "Training Speed", "Storage", "Use Case")
 

@@ -36,7 +36,8 @@ from ftkit.core.hparams import Hyperparameters
 from ftkit.core.models import load_tokenizer
 from ftkit.core.profiles import Profile, get_profile
 from ftkit.core.runtime import drive_dir, in_colab, mount_drive
-from ftkit.core.train import Result, eval_loss, evaluate_task, run_experiment
+from ftkit.core.generation import evaluate_task
+from ftkit.core.train import Result, eval_loss, run_experiment
 
 # --- one row of the scoreboard ------------------------------------------------------------------
 
