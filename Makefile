@@ -110,12 +110,12 @@ lock: setup
 clean-notebooks: setup
 	$(PY) -m ftkit sync-notebooks --clear
 
-# On a machine with a CUDA GPU (after make setup, or with the packages installed): every notebook on the GPU, the
-# memory estimator against CUDA's peaks and the capstone's recipe under a T4's 14.75 GiB, in one call; writes
-# results/gpu_check.json (scripts/gpu_check.py). GPU_CHECK_ARGS="--profile t4" runs a T4's code paths on any GPU.
 # How close a training step comes to this machine's matmul rate, per method: python -m ftkit bench (README).
 bench: setup
 	for p in $(BENCH_PROFILES); do $(PY) -m ftkit bench --profile $$p || exit 1; done
 
+# On a machine with a CUDA GPU (after make setup, or with the packages installed): every notebook on the GPU, the
+# memory estimator against CUDA's peaks and the capstone's recipe under a T4's 14.75 GiB, in one call; writes
+# results/gpu_check.json (scripts/gpu_check.py). GPU_CHECK_ARGS="--profile t4" runs a T4's code paths on any GPU.
 gpu-check:
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_check.py $(GPU_CHECK_ARGS)
