@@ -199,9 +199,10 @@ def training_step(model, inputs: dict, optimizer, precision: str) -> float:
     rounds (ftkit.core.speed) and chapter 2's warm-up (gradient noise)."""
     device = next(model.parameters()).device.type
     optimizer.zero_grad(set_to_none=True)
-    with training_kernels(model, device, precision != "fp32"), autocast(precision, device):
-        loss = model(**inputs).loss
-    loss.backward()
+    with training_kernels(model, device, precision != "fp32"):
+        with autocast(precision, device):
+            loss = model(**inputs).loss
+        loss.backward()
     optimizer.step()
     return loss.item()
 
