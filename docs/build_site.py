@@ -31,26 +31,6 @@ VERDICTS_FILE = "claims.json"  # the verdicts the executed notebooks showed, by 
 COLAB_URL_RE = re.compile(r"\(https://colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/[^)]+\)")
 
 
-def machine() -> str:
-    """One line naming the machine: CPU model, cores, memory and GPU."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
-        cpu = names[0].strip() if names else cpu
-    parts = [f"{cpu}, {os.cpu_count()} cores"]
-    try:
-        import psutil
-
-        parts.append(f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM")
-    except ImportError:
-        pass
-    gpu = shutil.which("nvidia-smi") and subprocess.run(
-        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
-    parts.append(f"GPU {gpu}" if gpu else "no GPU")
-    return ", ".join(parts)
-
-
 def notebook_seconds(junit_xml: Path) -> dict[str, float]:
     """Run time of each notebook (path relative to the executed folder) from pytest's JUnit report."""
     seconds = {}
@@ -70,6 +50,8 @@ def record(executed: Path, profile: str, workers: int = 1, threads: int | None =
     seconds = {}
     for junit in sorted(executed.glob("junit*.xml")):
         seconds |= notebook_seconds(junit)
+    from ftkit.core.bench import machine
+
     run = {"profile": profile, "machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
            "python": platform.python_version(), "workers": workers, "threads": threads or os.cpu_count(),
            "seconds": seconds}

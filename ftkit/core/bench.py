@@ -16,12 +16,17 @@ import datetime
 import math
 import os
 import platform
+import re
+import shutil
+import subprocess
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
+from ftkit.core.models import logical_numel
 from ftkit.core.profiles import Profile
 
 METHODS = ("full", "lora", "qlora")
@@ -53,7 +58,7 @@ def matmul_weights(model) -> tuple[int, int]:
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             w = module.weight
-            n = w.numel() * 2 if type(w).__name__ == "Params4bit" else w.numel()
+            n = logical_numel(w)
             if w.requires_grad:
                 trainable += n
             else:
@@ -231,16 +236,24 @@ def versions() -> dict:
     return found
 
 
-def machine() -> dict:
-    """The CPU's model name, its core count, and the GPU's name when there is one."""
-    name = platform.processor()
+def machine() -> str:
+    """One line naming the machine: CPU model, cores, memory and GPU."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
+        cpu = names[0].strip() if names else cpu
+    parts = [f"{cpu}, {os.cpu_count()} cores"]
     try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
+        import psutil
+
+        parts.append(f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM")
+    except ImportError:
         pass
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
-    return {"cpu": name, "cores": os.cpu_count(), "gpu": gpu}
+    gpu = shutil.which("nvidia-smi") and subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    parts.append(f"GPU {gpu}" if gpu else "no GPU")
+    return ", ".join(parts)
 
 
 def kernel_share(method: dict, matmul: float) -> float:

@@ -289,11 +289,16 @@ def load_model(name: str, method: str = "lora", *, precision: str = "fp32", devi
     return model, load_tokenizer(name)
 
 
+def logical_numel(param) -> int:
+    """Values a weight holds: a 4-bit packed one (bitsandbytes' Params4bit) stores two per byte element."""
+    return param.numel() * 2 if type(param).__name__ == "Params4bit" else param.numel()
+
+
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters; a 4-bit packed weight counts its logical number of values."""
     trainable = total = 0
     for p in model.parameters():
-        n = p.numel() * 2 if type(p).__name__ == "Params4bit" else p.numel()  # two 4-bit values per byte
+        n = logical_numel(p)
         total += n
         trainable += n if p.requires_grad else 0
     return trainable, total
