@@ -24,7 +24,7 @@ export PYTHONUNBUFFERED := 1
 # make bench: the profiles whose batches the benchmark measures (results/bench.json keeps one entry per profile).
 BENCH_PROFILES ?= ci cpu
 
-.PHONY: setup course bench test check browser unit notebooks notebooks-t4 lint lock clean-notebooks lab site site-html site-test \
+.PHONY: setup prepare course bench test check browser unit notebooks notebooks-t4 lint lock clean-notebooks lab site site-html site-test \
 	gpu-check
 
 setup: $(VENV)/.installed
@@ -41,8 +41,12 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 course: setup
 	$(PY) -m ftkit compare
 
-# Everything CI runs. Its browser tests need headless Chromium: installed first where it can be, else it stops at once.
-test: browser setup lint unit notebooks notebooks-t4 site-html site-test
+# Everything CI runs. Its browser tests need headless Chromium: installed first where it can be, else it stops before
+# anything runs. On a fresh machine Chromium (apt) and the virtual environment (pip) download side by side.
+test: prepare lint unit notebooks notebooks-t4 site-html site-test
+
+prepare:
+	@$(MAKE) --no-print-directory -j2 browser setup
 
 # The edit-test loop: lint and the unit tests that train nothing long (under 2 minutes); make test stays the full gate.
 check: setup lint
@@ -54,6 +58,8 @@ browser:
 lint: setup
 	$(PY) -m ruff check ftkit tests scripts notebooks colab docs
 
+# One at a time: two workers on one core each took as long (150 s), and the explorer's JupyterLab run then missed its
+# timeout.
 unit: setup
 	$(PY) -m ftkit prefetch --profile ci
 	FTKIT_PROFILE=ci $(PY) -m pytest tests -q --durations=10 --ignore=tests/test_site.py
