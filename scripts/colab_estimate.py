@@ -58,6 +58,8 @@ def runs(profile) -> dict:
     seeds, ranks, small_steps = len(h.seeds), (4, 16, 64), math.ceil(h.small_train / p.batch_size)
     m = method_sizes(p)  # 1.3's speed rounds: three fresh models, a warm-up step each, then the timed rounds
     speed = [(meth, 1 + m.speed_rounds * m.speed_steps, p.batch_size) for meth in (full, lora, lora)]
+    rank_runs = (len(ranks) + 3 * (len(h.placement_rates) + seeds - 1) + 2 * (len(h.alpha_rates) + 3 * (seeds - 1))
+                 + 3 * seeds)  # 2.3's runs at its rank sizes
     return {
         "0": dict(steps=[(lora, p.max_steps, p.batch_size)], eval_rows=p.max_steps // p.eval_every * p.n_eval,
                   answers=2 * p.n_eval + 1, runs=1),
@@ -67,19 +69,21 @@ def runs(profile) -> dict:
                            (full, short, p.batch_size)] + speed, eval_rows=4 * p.n_eval, answers=5 * p.n_eval, runs=7),
         "1.4": dict(steps=[(lora, short, p.batch_size)] * 2, answers=2 * 2 * (p.gen_batch_size // 2), runs=2),
         "1.5": dict(runs=0),  # loads the model for its checks
-        # 2.1: the sweeps, then the too-low run and its continuation at the best rate on every seed
-        "2.1": dict(steps=[(m, h.lr_steps, h.lr_batch) for m in (full, lora) for _ in range(h.lr_points)]
+        # 2.1: the sweeps, the three rates around each method's best on the other seeds, then the too-low run and its
+        # continuation at the best rate on every seed
+        "2.1": dict(steps=[(m, h.lr_steps, h.lr_batch) for m in (full, lora) for _ in range(h.lr_points + 3 * (seeds - 1))]
                     + [(lora, h.lr_steps, h.lr_batch)] * (2 * seeds),
-                    eval_rows=(2 * h.lr_points + 2 + 2 * seeds) * p.n_eval, runs=2 * h.lr_points + 2 * seeds),
+                    eval_rows=(2 * h.lr_points + 6 * (seeds - 1) + 2 + 2 * seeds) * p.n_eval,
+                    runs=2 * h.lr_points + 6 * (seeds - 1) + 2 * seeds),
         "2.2": dict(steps=[(lora, 4, 4), (lora, 6 * 5, 8), (lora, 3, 8), (lora, 4, 8), (lora, 4, 8)], runs=2),
-        # 2.3: the rank sweep, attention-only, the alpha schemes, capacity at a fixed alpha, alpha against the rate
-        "2.3": dict(steps=[(lora, h.rank_steps, h.rank_batch)] * (len(ranks) + 1 + 2 * (len(h.alpha_ranks) - 1))
-                    + [(lora, max(h.epochs) * small_steps, p.batch_size)] * (len(h.alpha_ranks) * seeds)
-                    + [(lora, h.rank_steps, h.rank_batch)] * (3 * seeds),
-                    eval_rows=(len(ranks) + 1 + 2 * (len(h.alpha_ranks) - 1) + len(h.alpha_ranks) * seeds
-                               + 3 * seeds) * p.n_eval,
+        # 2.3: the rank sweep; three placements (their rates on the first seed, the best one on the others); the rate
+        # sweeps at alpha = 2r at two ranks and their three rates on the other seeds; alpha against the rate on every
+        # seed (all of these at the rank runs' sizes); capacity at a fixed alpha, each alpha rank on every seed
+        "2.3": dict(steps=[(lora, h.rank_steps, h.rank_batch)] * rank_runs
+                    + [(lora, max(h.epochs) * small_steps, p.batch_size)] * (len(h.alpha_ranks) * seeds),
+                    eval_rows=(rank_runs + len(h.alpha_ranks) * seeds) * p.n_eval,
                     answers=len(ranks) * p.n_eval * bool(h.rank_scored),
-                    runs=len(ranks) + 1 + 2 * (len(h.alpha_ranks) - 1) + len(h.alpha_ranks) * seeds + 3 * seeds),
+                    runs=rank_runs + len(h.alpha_ranks) * seeds),
         # 2.4: one run per epoch count and seed, each peak rate with and without warmup on every seed, the explorer
         "2.4": dict(steps=[(lora, k * small_steps, p.batch_size) for k in h.epochs] * seeds
                     + [(lora, h.warmup_steps, p.batch_size)] * (2 * len(h.warmup_rates) * seeds)

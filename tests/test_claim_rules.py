@@ -133,9 +133,11 @@ add("2.lr-local-minima", ch2.minima_verdict, MINIMA,
     agrees=[("continued", s, "continued", v) for s, v in ((0, 0.55), (1, 0.56), (2, 0.545))],  # rose on every seed
     differs=(),  # the continuation lowered the loss by 0.2 on every seed
     not_settled=[("continued", s, "continued", v) for s, v in ((0, 0.40), (1, 0.56), (2, 0.49))])  # +0.1, -0.05, 0.0
-add("2.lr-lora-higher", ch2.lr_verdicts, LR,
-    differs=[("finals", "lora", 1e-5, 0.05)],  # LoRA's best rate is 1e-5 too, full FT's rate
-    not_settled=[("finals", "lora", {1e-2: float("nan")})])  # LoRA's only rate diverged: no best rate to compare
+OPTIMA = dict(lora_scale="r = 16, alpha = 32 (alpha/r = 2)", optima={  # lr_optima's fitted optimum per seed
+    "lora": {0: 1e-3, 1: 1.3e-3, 2: 0.8e-3}, "full": {0: 1e-4, 1: 1.5e-4, 2: 0.7e-4}})
+add("2.lr-lora-higher", ch2.lr_ratio_verdict, OPTIMA,
+    differs=[("optima", "lora", {0: 1e-5, 1: 2e-5, 2: 1.5e-5})],  # LoRA's optimum a decade below full FT's on every seed
+    not_settled=[("optima", "lora", {0: 1e-3, 1: 1e-5, 2: 1e-4})])  # the seeds disagree by two decades
 
 def variances(*samples: float) -> dict:
     """gradient_noise's entry for one batch size: its per-batch variance samples."""
@@ -161,7 +163,7 @@ def floors(small: tuple, big: tuple) -> dict:
 
 
 RANK = dict(params={4: 10, 16: 40}, formula={4: 10, 16: 40}, memory={4: 100, 16: 110},
-            floors=floors((0.30, 0.31, 0.29), (0.10, 0.12, 0.11)), targets={"all-linear": 0.2, "attention": 0.3})
+            floors=floors((0.30, 0.31, 0.29), (0.10, 0.12, 0.11)))
 ONE_RANK = [("params", {16: 40}), ("formula", {16: 40}), ("memory", {16: 110}),
             ("floors", {s: {16: 0.1} for s in range(3)})]  # one rank measured: "higher r" cannot be tested
 add("2.rank-params", ch2.rank_verdicts, RANK,
@@ -173,8 +175,11 @@ add("2.rank-vram", ch2.rank_verdicts, RANK,
 add("2.rank-capacity", ch2.rank_verdicts, RANK,
     differs=[("floors", floors((0.10, 0.11, 0.12), (0.30, 0.31, 0.29)))],  # r=16 settles 0.2 higher on every seed
     not_settled=[("floors", floors((0.30, 0.10, 0.20), (0.10, 0.31, 0.11)))])  # the seeds disagree
-add("2.rank-all-linear", ch2.rank_verdicts, RANK,
-    differs=[("targets", "all-linear", 0.35)])  # all-linear adapters end above attention-only
+PLACED = dict(placements={name: {"rank": r, "rate": 1e-3, "params": 2_442_240, "losses": {0: v, 1: v + .01, 2: v - .01}}
+                         for name, r, v in (("all-linear", 16, 0.20), ("attention", 42, 0.30), ("MLP", 26, 0.22))})
+add("2.rank-all-linear", ch2.placement_verdict, PLACED,
+    differs=[("placements", "all-linear", "losses", {0: 0.40, 1: 0.41, 2: 0.39})],  # all-linear 0.1 above attention
+    not_settled=[("placements", "MLP", "losses", {0: 0.20, 1: 0.40, 2: 0.30})])  # MLP-only: the seeds disagree
 
 
 def tradeoff(half: tuple, half_2lr: tuple) -> dict:
@@ -183,15 +188,14 @@ def tradeoff(half: tuple, half_2lr: tuple) -> dict:
             "alpha/2, 2lr": dict(enumerate(half_2lr))}
 
 
-ALPHA = dict(val_loss={"alpha=2r": {4: 0.30, 64: 0.29}, "fixed alpha": {4: 0.30, 64: 0.60},
-                       "rslora": {4: 0.30, 64: 0.40}},
+ALPHA = dict(optima={4: {0: 1e-2, 1: 1.2e-2, 2: 0.9e-2}, 64: {0: 1e-2, 1: 0.8e-2, 2: 1.1e-2}},  # lr_optima at 2r
              tradeoff=tradeoff((0.40, 0.41, 0.39), (0.30, 0.31, 0.30)))  # half alpha: +0.1, made up by twice the rate
 add("2.alpha-influence", ch2.alpha_verdicts, ALPHA,
     differs=[("tradeoff", tradeoff((0.40, 0.41, 0.39), (0.50, 0.52, 0.51)))],  # twice the rate lands further away
     not_settled=[("tradeoff", tradeoff((0.40, 0.30, 0.35), (0.30, 0.42, 0.30)))])  # the seeds disagree
 add("2.alpha-rule", ch2.alpha_verdicts, ALPHA,
-    differs=[("val_loss", "alpha=2r", 4, 0.95)],  # alpha = 2r spreads 0.66 across ranks, fixed alpha 0.30
-    not_settled=[("val_loss", {"alpha=2r": {64: 0.29}, "fixed alpha": {64: 0.60}, "rslora": {64: 0.40}})])  # one r
+    differs=[("optima", 64, {0: 6e-4, 1: 8e-4, 2: 5e-4})],  # at alpha = 2r the best rate fell ~16x from r=4 to r=64
+    not_settled=[("optima", 64, {0: 1e-2, 1: 6e-4, 2: 2e-3})])  # the seeds disagree by over a decade
 
 
 def epoch_runs(*curve, n_train: int = 32) -> dict:

@@ -11,6 +11,7 @@ import ftkit.core.profiles
 from ftkit.__main__ import main, parse_value
 
 from ftkit.chapters import hyperparameters as sw
+from ftkit.core.claims import NOT_SETTLED
 
 
 def tiny_sweep(profile, data, name="learning_rate", values=(1e-3, 1e-2), **fixed):
@@ -123,16 +124,10 @@ def test_diagnose_rates():
 
 def test_lr_verdicts_flip():
     v = sw.lr_verdicts(*lr_inputs())
-    assert agrees(v["2.lr-too-high"]) and agrees(v["2.lr-too-low"]) and agrees(v["2.lr-lora-higher"])
-    assert "100x" in v["2.lr-lora-higher"].detail and "2.lr-local-minima" not in v  # minima_verdict's
+    assert agrees(v["2.lr-too-high"]) and agrees(v["2.lr-too-low"])
+    assert set(v) == {"2.lr-too-high", "2.lr-too-low"}  # local minima: minima_verdict's; the ratio: lr_ratio_verdict's
     v = sw.lr_verdicts(*lr_inputs(high_diverges=False, lora_best=1e-5))
-    assert not agrees(v["2.lr-too-high"]) and not agrees(v["2.lr-lora-higher"])
-    start, finals, curves = lr_inputs(lora_best=1e-4)
-    finals["full"][1e-4] = 0.12  # full FT's 1e-5 and 1e-4 both near the floor: the ratio is 1x-10x, not resolved
-    v = sw.lr_verdicts(start, finals, curves)["2.lr-lora-higher"]
-    assert not agrees(v) and "between 1x and 10x" in v.detail and "1e-05 (0.1000) and 0.0001 (0.1200)" in v.detail
-    finals["full"][1e-4] = 0.3  # ... and resolved again when 1e-4 is clearly worse
-    assert agrees(sw.lr_verdicts(start, finals, curves)["2.lr-lora-higher"])
+    assert not agrees(v["2.lr-too-high"])
     start, finals, curves = lr_inputs()
     for m in finals:
         finals[m][1e-6] = 0.12
@@ -169,24 +164,52 @@ def test_batch_verdicts_flip():
 
 def test_rank_verdicts_flip():
     fits = {s: {4: 0.3 + d, 16: 0.1 + d} for s, d in enumerate((0, .01, -.01))}  # r=16 settles 0.2 lower
-    good = sw.rank_verdicts({4: 10, 16: 40}, {4: 10, 16: 40}, {4: 100, 16: 110}, fits,
-                            {"all-linear": 0.2, "attention": 0.3})
+    good = sw.rank_verdicts({4: 10, 16: 40}, {4: 10, 16: 40}, {4: 100, 16: 110}, fits)
     assert all(agrees(t) for t in good.values()) and "training-loss floor at a fixed alpha" in good["2.rank-capacity"].detail
     bad = sw.rank_verdicts({4: 10, 16: 40}, {4: 10, 16: 41}, {4: 100, 16: 100},
-                           {s: {4: f[16], 16: f[4]} for s, f in fits.items()}, {"all-linear": 0.3, "attention": 0.2})
+                           {s: {4: f[16], 16: f[4]} for s, f in fits.items()})
     assert not any(agrees(t) for t in bad.values())
 
 
+def placed(all_linear: tuple, mlp: tuple, attention=(0.30, 0.31, 0.29)) -> dict:
+    """placement_runs' output on three seeds, each placement at about 2.4 M trainable parameters."""
+    return {name: {"rank": r, "rate": 1e-3, "params": 2_442_240, "losses": dict(enumerate(losses))}
+            for name, r, losses in (("all-linear", 16, all_linear), ("attention", 42, attention), ("MLP", 26, mlp))}
+
+
+def test_matched_placements_train_about_the_same_parameters():
+    placements = sw.matched_placements("smollm2-135m", 16)
+    assert placements["all-linear"] == ("all-linear", 16)
+    assert placements["attention"][1] == 42 and placements["MLP"][1] == 26  # 10176 r vs 3840 r and 6336 r per layer
+    shape = ftkit.model_shape("smollm2-135m")
+    total = ftkit.lora_params(shape, 16)
+    for targets, r in placements.values():
+        assert ftkit.lora_params(shape, r, targets) == pytest.approx(total, rel=0.02)
+
+
+def test_placement_verdict_three_ways():
+    v = sw.placement_verdict(placed((0.20, 0.21, 0.19), (0.22, 0.23, 0.21)))
+    assert agrees(v) and "attention r=42" in v.detail and "MLP" in v.detail
+    assert sw.placement_verdict(placed((0.40, 0.41, 0.39), (0.22, 0.23, 0.21))).outcome not in (NOT_SETTLED,) \
+        and not agrees(sw.placement_verdict(placed((0.40, 0.41, 0.39), (0.22, 0.23, 0.21))))
+    assert sw.placement_verdict(placed((0.20, 0.21, 0.19), (0.20, 0.40, 0.30))).outcome == NOT_SETTLED
+
+
 def test_alpha_verdicts_flip():
-    same = {"alpha=2r": {4: 0.30, 64: 0.29}, "fixed alpha": {4: 0.30, 64: 0.60}, "rslora": {4: 0.3, 64: 0.4}}
+    put = {4: {0: 1e-2, 1: 1.2e-2, 2: 0.9e-2}, 64: {0: 1e-2, 1: 0.8e-2, 2: 1.1e-2}}  # alpha = 2r: the best rate stays
     made_up = {"alpha, lr": {0: 0.3, 1: 0.3, 2: 0.3}, "alpha/2, lr": {0: 0.4, 1: 0.41, 2: 0.39},
                "alpha/2, 2lr": {0: 0.3, 1: 0.31, 2: 0.3}}
-    v = sw.alpha_verdicts(same, made_up)
+    v = sw.alpha_verdicts(put, made_up)
     assert agrees(v["2.alpha-influence"]) and agrees(v["2.alpha-rule"]) and "learning rate" in v["2.alpha-influence"].detail
+    assert "stays put is alpha = 2r" in v["2.alpha-rule"].detail and "fixed alpha would have moved it +1.17" in \
+        v["2.alpha-rule"].detail
     not_made_up = {**made_up, "alpha/2, 2lr": {0: 0.5, 1: 0.52, 2: 0.51}}
-    v = sw.alpha_verdicts({"alpha=2r": {4: 0.30, 64: 0.10}, "fixed alpha": {4: 0.12, 64: 0.05},
-                           "rslora": {4: 0.3, 64: 0.2}}, not_made_up)
+    falls = {**put, 64: {s: x / 16 for s, x in put[4].items()}}  # 16x lower at 16x the rank: fixed alpha keeps it
+    v = sw.alpha_verdicts(falls, not_made_up)
     assert not agrees(v["2.alpha-influence"]) and not agrees(v["2.alpha-rule"]) and "Adam" in v["2.alpha-rule"].detail
+    assert v["2.alpha-rule"].outcome != NOT_SETTLED and "stays put is fixed alpha" in v["2.alpha-rule"].detail
+    assert sw.alpha_verdicts({4: put[4]}, made_up)["2.alpha-rule"].outcome == NOT_SETTLED  # one rank
+    assert sw.alpha_verdicts({**put, 64: {0: math.nan, 1: 1e-2, 2: 1e-2}}, made_up)["2.alpha-rule"].outcome == NOT_SETTLED
 
 
 def test_capacity_and_alpha_runs_on_the_tiny_model(tiny_profile, tiny_data):
@@ -278,3 +301,27 @@ def test_accumulation_matches_the_big_batch_in_fp32(tiny_profile, tiny_data):
     assert acc["loss_diff"] < 1e-4 and acc["weight_diff"] < 1e-3, acc
     assert acc["big"].hyperparameters["gradient_accumulation_steps"] == 1
     assert acc["accumulated"].hyperparameters["gradient_accumulation_steps"] == 2
+
+
+def test_u_minimum_reads_the_vertex_between_grid_points():
+    rates = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    parabola = [math.exp((math.log10(r) + 3.3) ** 2) for r in rates]  # log(loss) a parabola with its vertex at 10^-3.3
+    assert sw.u_minimum(rates, parabola) == pytest.approx(10 ** -3.3, rel=1e-9)
+    assert sw.u_minimum(rates[::-1], parabola[::-1]) == pytest.approx(10 ** -3.3, rel=1e-9)  # any order
+    assert math.isnan(sw.u_minimum(rates, [0.1, 0.2, 0.3, 0.4, 0.5]))  # lowest at the grid's end: not bracketed
+    assert math.isnan(sw.u_minimum(rates, [0.5, 0.3, 0.1, math.nan, 0.5]))  # a neighbour diverged
+    assert math.isnan(sw.u_minimum([1e-4, 1e-3, 1e-2], [0.1, 0.1, 0.1]))  # a flat bottom: no vertex
+
+
+def test_lr_ratio_verdict_three_ways():
+    optima = {"lora": {0: 1e-3, 1: 2e-3, 2: 1.5e-3}, "full": {0: 1e-4, 1: 1.2e-4, 2: 0.9e-4}}
+    v = sw.lr_ratio_verdict(optima, "r = 16, alpha = 32 (alpha/r = 2)")
+    assert agrees(v) and "alpha/r = 2" in v.detail and "decades" in v.detail
+    assert not agrees(sw.lr_ratio_verdict({"lora": optima["full"], "full": optima["lora"]}, "")) \
+        and sw.lr_ratio_verdict({"lora": optima["full"], "full": optima["lora"]}, "").outcome != NOT_SETTLED
+    noisy = {"lora": {0: 1e-3, 1: 1e-5, 2: 1e-4}, "full": optima["full"]}
+    assert sw.lr_ratio_verdict(noisy, "").outcome == NOT_SETTLED
+    one = sw.lr_ratio_verdict({m: {0: o[0]} for m, o in optima.items()}, "")
+    assert one.outcome == NOT_SETTLED and "10x" in one.detail  # one seed: the ratio shown, not decided
+    edge = sw.lr_ratio_verdict({"lora": {0: math.nan, 1: 1e-3, 2: 1e-3}, "full": optima["full"]}, "")
+    assert edge.outcome == NOT_SETTLED and "lora on seed 0" in edge.detail

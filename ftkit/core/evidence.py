@@ -93,6 +93,11 @@ def paired(a: Mapping | Sequence, b: Mapping | Sequence) -> Paired:
     return Paired(tuple(float(x) - float(y) for x, y in values))
 
 
+def mean_of(n: int, over: str = "seeds") -> str:
+    """How a number averaged over n seeds (or rounds) is labelled: "one seed" or "mean of 3 seeds"."""
+    return f"one {SINGULAR.get(over, over)}" if n == 1 else f"mean of {n} {over}"
+
+
 def log_ratios(a: Sequence[float], b: Sequence[float]) -> Paired:
     """Paired log(aᵢ / bᵢ): for rates (tokens/s) whose claim is a ratio ("at least 1.2x"): compare with log(ratio)."""
     return Paired(tuple(math.log(x / y) for x, y in zip(a, b, strict=True)))

@@ -19,11 +19,15 @@ from .sweeps import (
     SweepResult,
     alpha_tradeoff,
     capacity_runs,
+    lr_optima,
+    matched_placements,
+    placement_runs,
     rise_share,
     seeded_sweeps,
     sweep,
     sweep_hyperparameters,
     training_floor,
+    u_minimum,
     warmup_range,
 )
 from .verdicts import (
@@ -32,8 +36,10 @@ from .verdicts import (
     diagnose_rates,
     epoch_verdicts,
     highest_stable,
+    lr_ratio_verdict,
     lr_verdicts,
     minima_verdict,
+    placement_verdict,
     rank_verdicts,
     warmup_verdicts,
 )
@@ -41,7 +47,8 @@ from .verdicts import (
 __all__ = [
     "accumulation_check", "alpha_tradeoff", "alpha_verdicts", "answer_batch", "baseline_loss", "batch_verdicts",
     "capacity_runs", "continue_too_low", "diagnose_rates", "epoch_verdicts", "explore", "explore_run",
-    "flat_trainable", "gradient_noise", "has_widget_frontend", "highest_stable", "lr_verdicts", "minima_verdict",
-    "rank_verdicts", "rise_share", "seeded_sweeps", "SIZES", "sizes", "Sizes", "sweep", "sweep_hyperparameters",
-    "SweepResult", "training_floor", "warm_up", "warmup_range", "warmup_verdicts", "with_validation_rows"
+    "flat_trainable", "gradient_noise", "has_widget_frontend", "highest_stable", "lr_optima", "lr_ratio_verdict",
+    "lr_verdicts", "matched_placements", "minima_verdict", "placement_runs", "placement_verdict", "rank_verdicts",
+    "rise_share", "seeded_sweeps", "SIZES", "sizes", "Sizes", "sweep", "sweep_hyperparameters", "SweepResult",
+    "training_floor", "u_minimum", "warm_up", "warmup_range", "warmup_verdicts", "with_validation_rows"
 ]

@@ -30,6 +30,12 @@ class Sizes:
     warmup_steps: int  # 2.4: length of each run of the warmup comparison (warmup: its first half)
     explore_steps: int  # 2.4: the explorer's run
     warmup_rates: tuple = (3e-3, 1e-2, 3e-2)  # 2.4: peak rates tried with and without warmup (2.1: 1e-1 diverges)
+    # 2.3: the rates each adapter placement (all-linear, attention-only, MLP-only at matched parameters) tries on the
+    # first seed, half a decade apart around LoRA's default 1e-3; the other seeds train its best one
+    placement_rates: tuple = (3e-4, 1e-3, 3e-3)
+    # 2.3: the rates of the learning-rate sweep at alpha = 2r at the smallest and the largest alpha rank (a decade
+    # apart, as 2.1's LoRA grid: the best rate may move by r1/r0 = 16x between them)
+    alpha_rates: tuple = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
     # Every comparison the noise rule decides (2.1's continuation, 2.3's capacity and alpha, 2.4's epochs and warmup)
     # trains each arm on these seeds: fewer than 3 measure no noise, and those verdicts then say "not settled". ci
     # trains one (make test stays under 20 minutes; 3 seeds took its notebooks from ~500 to 770 s): its verdicts on
@@ -42,6 +48,7 @@ SIZES = {
     "ci": Sizes(validation_rows=8, lr_steps=3, lr_batch=2, lr_points=5, noise_batches=(1, 2, 4), noise_repeats=3,
                 accumulation_steps=2, rank_steps=4, rank_batch=2, rank_scored=(), alpha_ranks=(4, 64), small_train=8,
                 epochs=(1, 2, 4), warmup_steps=4, warmup_rates=(3e-3, 1e-2), explore_steps=4, seeds=(0,),
+                placement_rates=(1e-3,), alpha_rates=(1e-4, 1e-3, 1e-2),
                 note="- (ci profile: a few steps per run; FTKIT_PROFILE=cpu trains 13 steps of 8 per rate, the GPU "
                      "profile reads the best rates at half a decade.)"),
     # a laptop: 13-step runs of 8 (a sixth of the profile's 80), one rate per decade, every rank scored

@@ -15,7 +15,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from ftkit.core.configs import model_shape
 from ftkit.core.data import profile_dataset
+from ftkit.core.estimate import lora_params
 from ftkit.core.hparams import NAMES, Hyperparameters, resolve
 from ftkit.core.plots import _axes
 from ftkit.core.profiles import Profile, get_profile
@@ -24,6 +26,8 @@ from ftkit.core.train import Result, run_experiment
 LOG_SCALE = ("learning_rate", "weight_decay")  # swept over orders of magnitude: plotted on a log axis
 # The six hyperparameters of theory.md section 2: the explorer's controls and the chapter's sweeps.
 SIX = ("learning_rate", "batch_size", "lora_r", "lora_alpha", "num_epochs", "warmup_steps")
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")  # 2.3's placements of the adapters: attention-only ...
+MLP = ("gate_proj", "up_proj", "down_proj")  # ... and MLP-only (all-linear: both)
 
 
 @dataclass
@@ -234,6 +238,86 @@ def warmup_range(rates, warmup_steps: int, *, profile: Profile, data, steps: int
                                desc=f"warmup: {arm}, {len(rates)} peak rates x {len(seeds)} seeds", max_steps=steps,
                                warmup_steps=warm)
             for arm, warm in (("none", 0), ("warmup", warmup_steps))}
+
+
+def matched_placements(model: str, r: int) -> dict[str, tuple]:
+    """Where the adapters go, each with about the trainable parameters of all-linear adapters at rank r (at the same r
+    all-linear simply trains more: 2.65x attention-only's on SmolLM2). {name: (target_modules, rank)} for all-linear,
+    attention-only and MLP-only; the rank of the last two is the one that matches the parameters."""
+    shape = model_shape(model)
+    total = lora_params(shape, r, "all-linear")
+    return {"all-linear": ("all-linear", r)} | {
+        name: (targets, max(1, round(total / lora_params(shape, 1, targets))))
+        for name, targets in (("attention", ATTENTION), ("MLP", MLP))}
+
+
+def placement_runs(placements: dict, rates, seeds, *, profile: Profile, data, steps: int, batch_size: int,
+                   progress: bool = True) -> dict[str, dict]:
+    """Each placement at its own best rate, on each seed: the first seed trains every rate, the others the rate it
+    found best (LoRA Without Regret compares placements each at its optimum: a placement with more or larger
+    matrices may want another rate). placements: matched_placements'. {name: {"rank", "rate", "params", "grid":
+    {rate: validation loss on the first seed}, "losses": {seed: final validation loss at the best rate}}}."""
+    first, *others = seeds
+    out = {}
+    with tqdm(total=len(placements) * (len(rates) + len(others)) * steps, disable=not progress,
+              desc=f"placements at matched parameters: {len(rates)} rates, then {len(seeds)} seeds") as bar:
+        for name, (targets, r) in placements.items():
+            settings = dict(profile=profile, data=data, bar=bar, lora_r=r, target_modules=targets, max_steps=steps,
+                            batch_size=batch_size)
+            grid = sweep("learning_rate", rates, "lora", seed=first, **settings)
+            best = grid.best()
+            losses = {first: grid.final()[grid.values.index(best)]}
+            losses |= {seed: sweep("learning_rate", [best], "lora", seed=seed, **settings).final()[0]
+                       for seed in others}
+            out[name] = {"rank": r, "rate": best, "params": grid.results[0].trainable_params,
+                         "grid": dict(zip(grid.values, grid.final(), strict=True)), "losses": losses}
+    return out
+
+
+def u_minimum(rates, losses) -> float:
+    """Where a U-curve bottoms out, finer than its grid: the vertex of the parabola through the lowest point and its
+    two neighbours, log(loss) against log10(rate) (a sweep's best grid point is only as fine as the grid). nan when
+    the lowest point is at an end of the rates (the minimum is not bracketed) or a neighbour is not finite."""
+    points = [(math.log10(r), math.log(v)) if math.isfinite(v) and v > 0 else (math.log10(r), math.nan)
+              for r, v in sorted(zip(rates, losses, strict=True))]
+    finite = [y for _, y in points if math.isfinite(y)]
+    if not finite:
+        return math.nan
+    i = next(k for k, (_, y) in enumerate(points) if y == min(finite))
+    if i in (0, len(points) - 1) or not all(math.isfinite(points[k][1]) for k in (i - 1, i + 1)):
+        return math.nan
+    (x0, y0), (x1, y1), (x2, y2) = points[i - 1:i + 2]
+    curvature = ((y2 - y1) / (x2 - x1) - (y1 - y0) / (x1 - x0)) / (x2 - x0)  # > 0: y1 is strictly the lowest
+    if curvature <= 0:  # a flat bottom (ties): no vertex to read
+        return math.nan
+    slope = (y1 - y0) / (x1 - x0) - curvature * (x1 + x0)  # y = curvature x^2 + slope x + c
+    return 10 ** (-slope / (2 * curvature))
+
+
+def lr_optima(sweeps: dict, seeds, *, profile: Profile, data, progress: bool = True) -> dict:
+    """The optimum learning rate of each learning-rate sweep on each seed, for the noise rule (sweeps: {label:
+    SweepResult}, e.g. one per method or per rank). The grid sweep (its own seed) places the best grid rate; every
+    other seed trains that rate and its two grid neighbours with the sweep's other settings; each seed's optimum is
+    the u_minimum of its three final validation losses.
+    {label: {"rates": the three rates, "losses": {seed: three losses}, "optima": {seed: rate or nan}}}."""
+    out = {}
+    for label, grid in sweeps.items():
+        finals = dict(zip(grid.values, grid.final(), strict=True))
+        rates = sorted(finals)
+        i = rates.index(grid.best())
+        three = rates[max(0, i - 1):i + 2]
+        losses = {grid.fixed["seed"]: [finals[r] for r in three]}
+        others = [s for s in seeds if s not in losses]
+        if len(three) == 3 and others:  # at the grid's end nothing is bracketed: more seeds cannot change that
+            fixed = {k: v for k, v in grid.fixed.items() if k != "seed"}  # the grid's settings, as used
+            runs = seeded_sweeps("learning_rate", three, others, grid.method, profile=profile, data=data,
+                                 progress=progress, desc=f"{label}: rates {', '.join(f'{r:g}' for r in three)} x "
+                                                         f"{len(others)} more seeds", **fixed)
+            losses |= {seed: s.final() for seed, s in runs.items()}
+        out[label] = {"rates": three, "losses": losses,
+                       "optima": {seed: u_minimum(three, v) if len(three) == 3 else math.nan
+                                  for seed, v in sorted(losses.items())}}
+    return out
 
 
 def _StepBar(bar):
