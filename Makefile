@@ -89,8 +89,8 @@ T4_LANE := notebooks/01_methods/03_three_methods_side_by_side.ipynb notebooks/01
 notebooks-t4: setup
 	rm -rf $(EXECUTED_T4) && mkdir -p $(EXECUTED_T4) && cp -r notebooks colab $(wildcard results theory.md) $(EXECUTED_T4)/
 	cd $(EXECUTED_T4) && FTKIT_EMULATE=t4 FTKIT_PROFILE=ci FTKIT_SEEDS=1 OMP_NUM_THREADS=$(NB_THREADS) MKL_NUM_THREADS=$(NB_THREADS) \
-		$(abspath $(PY)) -m pytest --nbmake -n $(NB_WORKERS) --nbmake-timeout=$(NB_TIMEOUT) --overwrite --durations=0 -q \
-		-p no:cacheprovider $(T4_LANE)
+		$(abspath $(PY)) -m pytest --nbmake -n $(NB_WORKERS) --dist worksteal --nbmake-timeout=$(NB_TIMEOUT) --overwrite \
+		--durations=0 -q -p no:cacheprovider $(T4_LANE)
 
 # JupyterLab on http://127.0.0.1:$(PORT) (this machine only), opened on notebook 00; Ctrl-C stops it.
 lab: setup

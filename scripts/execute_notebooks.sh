@@ -6,7 +6,9 @@
 # (3.5 reads what 3.1-3.4 trained), so they run in one pytest of their own, in order, beside the others: one kernel
 # more while it lasts (about 4 of 11 minutes in CI), rather than a core left idle once it is done (the others on
 # WORKERS - 1 took 659 s where this takes about 480). With WORKERS=1 everything runs one notebook at a time. Each pytest
-# writes a junit file (junit*.xml) with every notebook's seconds, which docs/build_site.py records.
+# writes a junit file (junit*.xml) with every notebook's seconds, which docs/build_site.py records. --dist worksteal: a
+# worker that runs out of notebooks takes one queued behind another (pytest-xdist's default hands out its queues at
+# the start: in a `make site` run 2.4 waited behind 2.3 while the other core had nothing left to do).
 set -uo pipefail
 folder=$1 profile=$2 timeout=$3 workers=$4 threads=$5
 py=$(realpath -s "${PY:-.venv/bin/python}")  # -s: keep the venv's symlink, which makes it the venv
@@ -21,7 +23,7 @@ nbmake() {
 if [ "$workers" -gt 1 ]; then
   nbmake --junitxml=junit-chapter3.xml notebooks/03_overfitting >chapter3.log 2>&1 &
   chapter3=$!
-  nbmake -n "$workers" --junitxml=junit.xml --ignore=notebooks/03_overfitting notebooks colab
+  nbmake -n "$workers" --dist worksteal --junitxml=junit.xml --ignore=notebooks/03_overfitting notebooks colab
   others=$?
   wait $chapter3
   chapter3_rc=$?
