@@ -193,6 +193,9 @@ def test_placement_verdict_three_ways():
     assert sw.placement_verdict(placed((0.40, 0.41, 0.39), (0.22, 0.23, 0.21))).outcome not in (NOT_SETTLED,) \
         and not agrees(sw.placement_verdict(placed((0.40, 0.41, 0.39), (0.22, 0.23, 0.21))))
     assert sw.placement_verdict(placed((0.20, 0.21, 0.19), (0.20, 0.40, 0.30))).outcome == NOT_SETTLED
+    at_top = placed((0.20, 0.21, 0.19), (0.22, 0.23, 0.21))
+    at_top["MLP"]["grid"] = {3e-4: 0.3, 1e-3: 0.22}  # its best rate, 1e-3, is the highest it tried
+    assert "MLP: the best rate is at an end of the rates tried" in sw.placement_verdict(at_top).detail
 
 
 def test_alpha_verdicts_flip():

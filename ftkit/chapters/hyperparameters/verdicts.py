@@ -226,6 +226,10 @@ def placement_verdict(placements: dict) -> Verdict:
         f"{statistics.fmean(p['losses'].values()):.3f}" for name, p in placements.items())
         + f" ({mean_of(len(attention))}); attention-only minus all-linear {gains['all-linear'].describe('+.3f')}, "
           f"minus MLP-only {gains['MLP'].describe('+.3f')}")
+    edge = [name for name, p in placements.items()
+            if len(p.get("grid", ())) > 1 and p["rate"] in (min(p["grid"]), max(p["grid"]))]
+    if edge:
+        detail += f" ({', '.join(edge)}: the best rate is at an end of the rates tried, so its optimum may lie beyond)"
     if holds is None:
         return verdict("2.rank-all-linear", None, detail + ": " + next(
             gains[name].undecided() for name, o in outcomes.items() if o is None))
