@@ -277,6 +277,7 @@ def facts(comp: Comparison) -> dict:
     if comp.speed is not None:  # the Training Speed row: tokens/s per interleaved round, and how it was measured
         out["speed"] = {method: list(rates) for method, rates in comp.speed.rates.items()}
         out["speed_how"] = comp.speed.how()
+        out["speed_batch"] = comp.batch_tokens[0]
     if "qlora" in out and comp.qlora_preparations:  # both preparations, same batch (bytes by bucket)
         out["qlora"]["preparation"] = "standard" if default_upcast(comp.profile.precision) else "lean"
         out["qlora"].update({name: m.as_dict() for name, m in comp.qlora_preparations.items()})

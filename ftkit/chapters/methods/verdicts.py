@@ -123,6 +123,10 @@ def table_verdicts(f: dict) -> dict[str, Verdict]:
         text = (f"{said}, not ×{LORA_FASTER} faster, because the frozen weights still do the whole forward and the "
                 f"backward through every layer; LoRA saves only the weight gradients (~1/3 of the FLOPs) and the "
                 f"optimizer update" + (" (FINDINGS §8: same on this CPU)" if cpu else ""))
+    if f.get("speed_batch"):  # the ratio is the batch's: a fixed cost per step weighs less as the batch grows
+        text += (f" (at {f['speed_batch']} examples a step: full FT's AdamW update over every weight costs the same "
+                 f"whatever the batch, while the forward and backward both methods run grow with it, so LoRA's lead "
+                 f"shrinks at larger batches)")
     quantized = _ratio(slowdown)  # the detail: one measurement is read as it is, several by the noise rule
     if _side(slowdown, 0.0) is not False:
         text += (f"; QLoRA is not measurably slower than LoRA, {quantized}: differs here, the dequantization cost "
