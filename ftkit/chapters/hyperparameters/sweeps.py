@@ -315,8 +315,7 @@ def lr_optima(sweeps: dict, seeds, *, profile: Profile, data, progress: bool = T
                                                          f"{len(others)} more seeds", **fixed)
             losses |= {seed: s.final() for seed, s in runs.items()}
         out[label] = {"rates": three, "losses": losses,
-                       "optima": {seed: u_minimum(three, v) if len(three) == 3 else math.nan
-                                  for seed, v in sorted(losses.items())}}
+                       "optima": {seed: u_minimum(three, v) for seed, v in sorted(losses.items())}}  # nan unbracketed
     return out
 
 

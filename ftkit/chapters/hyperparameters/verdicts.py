@@ -72,20 +72,33 @@ def lr_verdicts(start: dict, finals: dict, train_losses: dict) -> dict[str, Verd
     return out
 
 
+def _unbracketed(optima: dict) -> str:
+    """Which fitted optima (lr_optima's {label: {seed: rate}}) are missing: "lora on seed 0; full (no run)", or ""."""
+    return "; ".join(f"{label} on seed {', '.join(str(s) for s, v in o.items() if not math.isfinite(v))}" if o else
+                     f"{label} (no run)" for label, o in optima.items()
+                     if not o or not all(math.isfinite(v) for v in o.values()))
+
+
+def _decades(a: dict, b: dict):
+    """How many decades rate a lies above rate b, per seed: paired log10(a / b) for the noise rule."""
+    return paired({s: math.log10(v) for s, v in a.items()}, {s: math.log10(v) for s, v in b.items()})
+
+
+def _geometric_mean(rates) -> float:
+    """The centre of rates spread over decades (their geometric mean)."""
+    return 10 ** statistics.fmean(math.log10(v) for v in rates)
+
+
 def lr_ratio_verdict(optima: dict[str, dict[int, float]], lora_scale: str) -> Verdict:
     """2.lr-lora-higher by the noise rule on how many decades LoRA's optimum rate lies above full FT's, paired by seed:
     optima {method: {seed: fitted optimum rate (lr_optima), nan where the U-curve has no bracketed minimum}}. Holds
     when LoRA's is higher beyond the noise, differs when it is credibly lower, else not settled. lora_scale: LoRA's
     r and alpha, which the ratio depends on (under Adam alpha/r multiplies the adapter's step)."""
-    unbracketed = {m: [s for s, v in o.items() if not math.isfinite(v)] for m, o in optima.items()}
-    unbracketed = {m: seeds for m, seeds in unbracketed.items() if seeds or not optima[m]}
+    unbracketed = _unbracketed(optima)
     if unbracketed:
-        return verdict("2.lr-lora-higher", None, "no minimum bracketed for " + "; ".join(
-            f"{m} on seed {', '.join(map(str, seeds))}" if seeds else f"{m} (no run)" for m, seeds in unbracketed.items())
-            + ": " + NO_VERTEX)
-    decades = paired({s: math.log10(v) for s, v in optima["lora"].items()},
-                     {s: math.log10(v) for s, v in optima["full"].items()})
-    centre = {m: 10 ** statistics.fmean(math.log10(v) for v in o.values()) for m, o in optima.items()}
+        return verdict("2.lr-lora-higher", None, f"no minimum bracketed for {unbracketed}: {NO_VERTEX}")
+    decades = _decades(optima["lora"], optima["full"])
+    centre = {m: _geometric_mean(o.values()) for m, o in optima.items()}
     higher = decades.above(0.0)
     detail = (f"fitted optimum (vertex of the U-curve in log-rate) LoRA {centre['lora']:.2g}, full FT "
               f"{centre['full']:.2g}: LoRA's is {10 ** decades.mean:.3g}x full FT's, "
@@ -272,15 +285,15 @@ def alpha_verdicts(optima: dict, tradeoff: dict) -> dict[str, Verdict]:
     if len(rs) < 2:  # one rank: nothing moves
         return out | {"2.alpha-rule": verdict("2.alpha-rule", None, ONE_SIZE.format(what="rank"))}
     r0, r1 = rs[0], rs[-1]
-    missing = sorted({s for r in (r0, r1) for s, v in optima[r].items() if not math.isfinite(v)})
-    if missing:
+    unbracketed = _unbracketed({f"r={r}": optima[r] for r in (r0, r1)})
+    if unbracketed:
         return out | {"2.alpha-rule": verdict("2.alpha-rule", None, (
-            f"no minimum bracketed at alpha = 2r on seed {', '.join(map(str, missing))}: " + NO_VERTEX))}
-    moved = paired({s: math.log10(v) for s, v in optima[r1].items()}, {s: math.log10(v) for s, v in optima[r0].items()})
+            f"no minimum bracketed at alpha = 2r for {unbracketed}: {NO_VERTEX}"))}
+    moved = _decades(optima[r1], optima[r0])
     span = math.log10(r1 / r0)
     schemes = {"alpha = 2r (or alpha = r)": moved.mean, "rsLoRA": moved.mean + span / 2, "fixed alpha": moved.mean + span}
     still = min(schemes, key=lambda k: abs(schemes[k]))
-    centre = {r: 10 ** statistics.fmean(math.log10(v) for v in optima[r].values()) for r in (r0, r1)}
+    centre = {r: _geometric_mean(optima[r].values()) for r in (r0, r1)}
     stays = moved.above(-span / 4)
     detail = (f"best rate at alpha = 2r: r={r0} {centre[r0]:.2g}, r={r1} {centre[r1]:.2g}, a move of "
               f"{moved.describe('+.2f', ' decades')} as r grew {r1 / r0:g}x; with alpha/r a rate multiplier (under Adam, "
