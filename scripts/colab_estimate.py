@@ -53,7 +53,9 @@ def runs(profile) -> dict:
     short = max(4, p.max_steps // 3)  # 1.1, 1.3, 1.4 and the explorer: steps = max(4, profile.max_steps // 3)
     lora, full = 4, 6  # FLOPs per parameter and token: LoRA/QLoRA compute no weight gradients for the base
     row = [(lora, 64, 4)]  # one chapter-3 row at the t4 setup: 64 steps of 4 (ftkit.overfitting.SETUPS)
-    row_eval, row_answers = (64 // 4) * p.n_eval, p.n_eval  # validation every 4 steps; held-out answers
+    # validation every 4 steps, then each test row and clean training row at the kept and the last checkpoint (and the
+    # wrong labels twice each); answers of the kept model on test and held-out
+    row_eval, row_answers = (64 // 4) * p.n_eval + 2 * (p.n_eval + 8), 2 * p.n_eval
     h = hyperparameter_sizes(p)  # chapter 2's sizes at this profile
     seeds, ranks, small_steps = len(h.seeds), (4, 16, 64), math.ceil(h.small_train / p.batch_size)
     m = method_sizes(p)  # 1.3's speed rounds: three fresh models, a warm-up step each, then the timed rounds
@@ -92,11 +94,13 @@ def runs(profile) -> dict:
                     runs=len(h.epochs) * seeds + 2 * len(h.warmup_rates) * seeds + 2),
         "2.5": dict(runs=0),
         # chapter 3 with its rows on Google Drive (ftkit.overfitting.share_rows): each notebook trains only its own rows
-        "3.1": dict(steps=row, eval_rows=row_eval, answers=row_answers, runs=1),
-        "3.2": dict(steps=row, eval_rows=row_eval, answers=row_answers, runs=1),
-        "3.3": dict(steps=row * 7, eval_rows=7 * row_eval, answers=7 * row_answers, runs=7),
-        "3.4": dict(steps=row * 10, eval_rows=10 * row_eval, answers=10 * row_answers, runs=10),
-        "3.5": dict(steps=row, eval_rows=row_eval, answers=row_answers, runs=1),  # early stopping's second seed
+        # (3 seeds): 3.1 the baseline's first seed, scored at two checkpoints on training, test and held-out rows; 3.2
+        # early stopping, then both rows' other seeds; 3.3 three rows, 3.4 five, each on three seeds
+        "3.1": dict(steps=row, eval_rows=row_eval, answers=row_answers + 2 * (8 + 2 * p.n_eval), runs=1),
+        "3.2": dict(steps=row * 5, eval_rows=5 * row_eval + p.n_eval, answers=5 * row_answers, runs=5),
+        "3.3": dict(steps=row * 9, eval_rows=9 * row_eval, answers=9 * row_answers, runs=9),
+        "3.4": dict(steps=row * 15, eval_rows=15 * row_eval, answers=15 * row_answers, runs=15),
+        "3.5": dict(runs=0, model=None),  # every row is read back
         "3.6": dict(runs=0, model=None),
         # chapter 4 runs on the CPU in every profile (ftkit.scaling.run_sizes): Colab's 2 CPUs are a laptop's 2 cores
         "4.1": dict(runs=0, cpu_profile_s=True, model="built-in"),

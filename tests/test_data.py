@@ -277,3 +277,26 @@ def test_profile_dataset_has_the_profile_sizes():
     assert [len(data[s]) for s in ("validation", "test", "heldout")] == [profile.n_eval] * 3
     assert data["train"][0] == load_course_dataset(n_train=profile.n_train, n_validation=profile.n_eval,
                                                    n_test=profile.n_eval, n_heldout=profile.n_eval)["train"][0]
+
+
+def test_cover_templates_deals_every_phrasing_and_label_noise_is_known():
+    """cover_templates: 8 records use the 8 training phrasings once each (4 phrasings a record: each 4 times); the
+    validation and test rows are the same as without it. label_noise: a quarter of 8 records get one wrong field, a
+    value their sentence does not contain; clean_answer keeps the truth, and the other splits are clean."""
+    plain = load_course_dataset(n_train=8, n_validation=8, n_test=8, n_heldout=8)
+    dealt = load_course_dataset(n_train=8, n_validation=8, n_test=8, n_heldout=8, cover_templates=True,
+                                label_noise=0.25)
+    assert sorted(dealt["train"]["template"]) == list(range(len(TRAIN_TEMPLATES)))
+    four = load_course_dataset(n_train=8, n_validation=8, n_test=8, n_heldout=8, cover_templates=True,
+                               templates_per_record=4)
+    assert sorted(four["train"]["template"]) == sorted(list(range(len(TRAIN_TEMPLATES))) * 4)
+    assert dealt["validation"]["answer"] == plain["validation"]["answer"] and dealt["test"][:] == plain["test"][:]
+    wrong = [r for r in dealt["train"] if r["corrupted"]]
+    assert len(wrong) == 2 and not any(dealt[split]["corrupted"].count(True) for split in ("validation", "test"))
+    for r in wrong:
+        said, truth = json.loads(r["answer"]), json.loads(r["clean_answer"])
+        (field,) = [k for k in truth if said[k] != truth[k]]
+        assert field in ("city", "job") and said[field] not in r["messages"][0]["content"]
+        assert r["messages"][1]["content"] == r["answer"]
+    with pytest.raises(ValueError, match="label_noise"):
+        load_course_dataset(label_noise=1.5)

@@ -14,7 +14,6 @@ import torch
 import ftkit
 from ftkit.chapters import capstone as colab
 from ftkit.tools.notebooks import ROOT, all_notebooks
-from ftkit.chapters.overfitting import per_example_losses
 from ftkit.core.models import base_model
 
 LOADERS = ("load_model", "load_base", "random_model")  # the calls that put a model on a device
@@ -53,7 +52,7 @@ def test_the_check_catches_cpu_tensors_fed_to_a_gpu_model(on_meta, rows):
     assert fed(lambda: model(**ftkit.hyperparameters.answer_batch(tokenizer, rows[:2]))) == ["cpu"]
 
 
-@pytest.mark.parametrize("function", ["gradient_noise", "measure_memory", "generate_answers", "per_example_losses",
+@pytest.mark.parametrize("function", ["gradient_noise", "measure_memory", "generate_answers", "row_losses",
                                       "prompt_logits"])
 def test_ftkit_feeds_the_model_on_its_device(on_meta, rows, function, monkeypatch):
     model, tokenizer = on_meta
@@ -66,7 +65,7 @@ def test_ftkit_feeds_the_model_on_its_device(on_meta, rows, function, monkeypatc
         "gradient_noise": lambda: ftkit.hyperparameters.gradient_noise(model, {2: [batch]}),
         "measure_memory": lambda: ftkit.measure_memory(model, batch),
         "generate_answers": lambda: ftkit.generate_answers(model, tokenizer, conversations, progress=False),
-        "per_example_losses": lambda: per_example_losses(model, tokenizer, rows[:2]),
+        "row_losses": lambda: ftkit.row_losses(model, tokenizer, rows[:2]),
         "prompt_logits": lambda: colab.prompt_logits(model, tokenizer, conversations),
     }
     assert fed(calls[function]) == ["meta"]

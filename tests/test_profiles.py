@@ -44,13 +44,16 @@ def test_every_profile_has_sane_sizes():
         assert p.n_train >= p.batch_size and p.max_seq_len >= 128  # course examples are ~90-105 tokens
 
 
-def test_chapter_two_seeds_can_be_lowered_and_bad_values_are_refused(monkeypatch):
+def test_chapter_two_and_three_seeds_can_be_lowered_and_bad_values_are_refused(monkeypatch):
     from ftkit.chapters.hyperparameters import sizes
+    from ftkit.chapters.overfitting import setup_of
 
     ci, cpu = ftkit.get_profile("ci"), ftkit.get_profile("cpu")
     assert sizes(cpu).seeds == (0, 1, 2) and sizes(cpu, seeds=1).seeds == (0,) and sizes(ci).seeds == (0,)
+    assert setup_of(cpu).seeds == (0, 1, 2)
     monkeypatch.setenv("FTKIT_SEEDS", "2")
     assert sizes(cpu).seeds == (0, 1) and sizes(cpu, seeds=4).seeds == (0, 1, 2, 3)  # the argument wins
+    assert setup_of(cpu).seeds == (0, 1) and setup_of(ci).steps == 10
     monkeypatch.setenv("FTKIT_SEEDS", "two")
     with pytest.raises(ValueError, match="FTKIT_SEEDS='two': give a whole number"):
         sizes(ci)

@@ -228,15 +228,23 @@ def load_course_dataset(
     seed: int = 0,
     templates_per_record: int = 1,
     noise: float = 0.0,
+    cover_templates: bool = False,
+    label_noise: float = 0.0,
 ) -> datasets.DatasetDict:
     """Build the course dataset: splits "train", "validation", "test" (training templates) and "heldout".
 
     Each row: {"messages": [user, assistant], "answer": JSON string, "template": id into ALL_TEMPLATES,
-    "split_group": "seen_templates" or "heldout_templates", "noisy": bool}. Records are distinct and
-    never shared between splits; held-out templates appear only in "heldout".
+    "split_group": "seen_templates" or "heldout_templates", "noisy": bool, "corrupted": bool,
+    "clean_answer": JSON string}. Records are distinct and never shared between splits; held-out
+    templates appear only in "heldout".
     The train split has n_train * templates_per_record rows (each record written with k different
-    training templates, shuffled); a fraction `noise` of them goes through `augment`. The other
-    splits are always clean, one template per record.
+    training templates, shuffled); a fraction `noise` of them goes through `augment`.
+    cover_templates: deal the training templates to the records in turn, so that each is used as
+        evenly as possible (all of them once n_train * k >= 8); otherwise each record draws its own.
+    label_noise: the share of training records (rounded) whose answer gives one field, city or job
+        in turn, a wrong value that the sentence does not contain ("corrupted"; "clean_answer" keeps
+        the truth): what a model that fits noise reproduces.
+    The other splits are always clean, one template per record.
     """
     counts = {"n_train": n_train, "n_validation": n_validation, "n_test": n_test, "n_heldout": n_heldout}
     for name, value in counts.items():
@@ -251,10 +259,10 @@ def load_course_dataset(
             f"templates_per_record must be an int from 1 to {k_max} (the number of TRAIN_TEMPLATES), "
             f"got {templates_per_record!r}"
         )
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= noise <= 1.0:
-        raise ValueError(
-            f"noise is the probability that a train row is augmented: use a number in [0, 1], got {noise!r}"
-        )
+    for name, value in {"noise": noise, "label_noise": label_noise}.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            what = "a train row is augmented" if name == "noise" else "a training record's label is wrong"
+            raise ValueError(f"{name} is the probability that {what}: use a number in [0, 1], got {value!r}")
 
     # Records are assigned test, heldout, validation first and train last; make_records(n) is a prefix
     # of make_records(n + 1), so changing n_train (a learning curve) keeps the evaluation splits fixed.
@@ -265,17 +273,20 @@ def load_course_dataset(
     # and the rows augmented at noise=0.3 are a subset of those augmented at noise=0.6.
     noise_rng = random.Random(f"noise-{seed}")
 
-    def row(record: dict, template_id: int, augment_seed: int | None = None) -> dict:
+    def row(record: dict, template_id: int, augment_seed: int | None = None, label: dict | None = None) -> dict:
         sentence = render(record, ALL_TEMPLATES[template_id])
         noisy = augment_seed is not None
         if noisy:
             sentence = augment(sentence, record, seed=augment_seed)
+        label = label or record
         return {
-            "messages": to_messages(sentence, record),
-            "answer": format_answer(record),
+            "messages": to_messages(sentence, label),
+            "answer": format_answer(label),
             "template": template_id,
             "split_group": "seen_templates" if template_id < n_seen else "heldout_templates",
             "noisy": noisy,
+            "corrupted": label is not record,
+            "clean_answer": format_answer(record),
         }
 
     splits, start = {}, 0
@@ -283,12 +294,16 @@ def load_course_dataset(
         chunk = records[start : start + size]
         start += size
         rng = random.Random(f"templates-{seed}-{split}")
+        deck = rng.sample(range(n_seen), n_seen)  # cover_templates: record i takes the next k of one shuffled order
+        wrong = _wrong_labels(chunk, label_noise, seed) if split == "train" else {}
         rows = []
-        for record in chunk:
+        for i, record in enumerate(chunk):
             if split == "train":
-                for t in rng.sample(range(n_seen), templates_per_record):
+                k = templates_per_record
+                dealt = [deck[(i * k + j) % n_seen] for j in range(k)] if cover_templates else None
+                for t in dealt or rng.sample(range(n_seen), k):
                     u, augment_seed = noise_rng.random(), noise_rng.randrange(2**31)
-                    rows.append(row(record, t, augment_seed if u < noise else None))
+                    rows.append(row(record, t, augment_seed if u < noise else None, wrong.get(i)))
             elif split == "heldout":
                 rows.append(row(record, n_seen + rng.randrange(len(HELDOUT_TEMPLATES))))
             else:
@@ -297,6 +312,18 @@ def load_course_dataset(
             rng.shuffle(rows)
         splits[split] = datasets.Dataset.from_list(rows)
     return datasets.DatasetDict({split: splits[split] for split in SPLITS})
+
+
+def _wrong_labels(records: list[dict], share: float, seed: int) -> dict[int, dict]:
+    """{index: the record with a wrong city or job (in turn)} for round(share * len(records)) records, drawn from their
+    own random stream (the same records at every share that keeps their count; the wrong value is never the truth)."""
+    rng = random.Random(f"label-noise-{seed}")
+    chosen = rng.sample(range(len(records)), round(share * len(records)))
+    wrong = {}
+    for turn, i in enumerate(sorted(chosen)):
+        field, values = (("city", CITIES), ("job", JOBS))[turn % 2]
+        wrong[i] = dict(records[i], **{field: rng.choice([v for v in values if v != records[i][field]])})
+    return wrong
 
 
 def profile_dataset(profile, seed: int = 0) -> datasets.DatasetDict:
@@ -436,6 +463,16 @@ def course_batch(tokenizer, rows, max_len: int) -> dict:
                     add_special_tokens=False)
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+def answer_batch(tokenizer, rows, max_len: int = 128) -> dict:
+    """course_batch with the loss on the assistant's answer only (prompt tokens masked), as training computes it."""
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    batch = course_batch(tokenizer, rows, max_len)
+    tokenizer.padding_side = side
+    for i, row in enumerate(rows):
+        batch["labels"][i, :prompt_length(tokenizer, row["messages"])] = -100
+    return batch
 
 
 def template_overlap(data) -> set:

@@ -77,6 +77,34 @@ class Paired:
                 f"{self.n} {over})")
 
 
+@dataclass(frozen=True)
+class Independent(Paired):
+    """The difference of the means of two independent samples a − b (different rows, not pairs), with Welch's
+    standard error √(var a / nₐ + var b / n_b), decided by the same rule as Paired; n is the smaller sample."""
+
+    a: tuple[float, ...] = ()
+    b: tuple[float, ...] = ()
+
+    @property
+    def n(self) -> int:
+        return min(len(self.a), len(self.b))
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.a) - statistics.fmean(self.b) if self.n else math.nan
+
+    @property
+    def se(self) -> float:
+        if self.n < 2:
+            return math.nan
+        return math.sqrt(statistics.variance(self.a) / len(self.a) + statistics.variance(self.b) / len(self.b))
+
+
+def independent(a: Sequence[float], b: Sequence[float]) -> Independent:
+    """The difference of the means of two independent samples (e.g. the losses of seen and of unseen rows)."""
+    return Independent((), tuple(map(float, a)), tuple(map(float, b)))
+
+
 def paired(a: Mapping | Sequence, b: Mapping | Sequence) -> Paired:
     """The paired differences a − b: two dicts keyed by seed (only the seeds both arms ran), or two sequences of the
     same length (same order). Raises ValueError when nothing pairs up."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from ftkit.core.data import prompt_text, score
+from ftkit.core.data import answer_batch, prompt_text, score
 from ftkit.core.models import base_model, evaluating, forward_autocast
 
 
@@ -62,3 +62,32 @@ def evaluate_task(model, tokenizer, dataset, *, batch_size: int = 16, progress: 
     answers = generate_answers(model, tokenizer, [row["messages"][:-1] for row in dataset], batch_size=batch_size,
                                progress=progress)
     return score(answers, list(dataset["answer"])), answers
+
+
+def answer_logprobs(model, tokenizer, conversations: list[list[dict]], *, batch_size: int = 8
+                    ) -> list[tuple[float, int]]:
+    """For each whole conversation [user, assistant]: (the sum of the log-probabilities the model gives the answer's
+    tokens, their number), in padded batches, the prompt masked as training masks it. Two answers to the same prompt
+    compare by their sums: the one the model would rather write is the higher."""
+    import torch
+
+    device = next(model.parameters()).device
+    out = []
+    with evaluating(model), forward_autocast(model):
+        for i in range(0, len(conversations), batch_size):
+            batch = answer_batch(tokenizer, [{"messages": c} for c in conversations[i:i + batch_size]], max_len=512)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            labels = batch["labels"][:, 1:]
+            logp = -torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100,
+                                                      reduction="none")
+            mask = labels != -100
+            out += [(logp[j][mask[j]].sum().item(), int(mask[j].sum())) for j in range(len(labels))]
+    return out
+
+
+def row_losses(model, tokenizer, rows, *, batch_size: int = 8) -> list[float]:
+    """Each row's own loss on its answer (mean cross-entropy over the answer's tokens): the per-row values whose mean,
+    weighted by length, is the validation loss; paired between two checkpoints they give the noise of a difference."""
+    return [-total / n for total, n in answer_logprobs(model, tokenizer, [r["messages"] for r in rows],
+                                                       batch_size=batch_size)]

@@ -154,3 +154,22 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     from ftkit.core.emulation import emulated, emulating
 
     return emulated(profile) if emulating() else profile
+
+
+SEEDS_ENV = "FTKIT_SEEDS"
+
+
+def env_seeds() -> int | None:
+    """How many seeds the compared arms train on, from $FTKIT_SEEDS (None when unset: each chapter's own default).
+    Fewer save time on a slow laptop; verdicts that need the noise (3 seeds) then say "not settled"."""
+    value = os.environ.get(SEEDS_ENV)
+    if not value:
+        return None
+    try:
+        seeds = int(value)
+    except ValueError:
+        seeds = 0
+    if seeds < 1:
+        raise ValueError(f"{SEEDS_ENV}={value!r}: give a whole number of seeds, 1 or more (3 measure the noise), "
+                         f"e.g. {SEEDS_ENV}=1")
+    return seeds

@@ -10,7 +10,7 @@ from dataclasses import replace
 import torch
 from transformers import set_seed
 
-from ftkit.core.data import course_batch, profile_dataset, prompt_length
+from ftkit.core.data import profile_dataset
 from ftkit.core.models import autocast, load_model
 from ftkit.core.profiles import Profile, get_profile
 from ftkit.core.memory import make_optimizer
@@ -92,17 +92,6 @@ def continue_too_low(method: str, low: float, best: float, *, profile: Profile, 
         out[seed] = {"low": stopped.final("eval_loss"), "continued": onward.final("eval_loss"),
                      "grad_start": grads[0], "grad_end": grads[-1]}
     return out
-
-
-def answer_batch(tokenizer, rows, max_len: int = 128) -> dict:
-    """ftkit.course_batch with the loss on the assistant's answer only (prompt tokens masked), as training computes it."""
-
-    side, tokenizer.padding_side = tokenizer.padding_side, "right"
-    batch = course_batch(tokenizer, rows, max_len)
-    tokenizer.padding_side = side
-    for i, row in enumerate(rows):
-        batch["labels"][i, :prompt_length(tokenizer, row["messages"])] = -100
-    return batch
 
 
 def accumulation_match(losses_big: list[float], losses_acc: list[float], weights: dict) -> dict:

@@ -4,10 +4,9 @@ sizes and epochs each notebook tries; one declaration the notebooks read (no bra
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 
-from ftkit.core.profiles import Profile
+from ftkit.core.profiles import Profile, env_seeds
 
 
 @dataclass(frozen=True)
@@ -71,12 +70,7 @@ def sizes(profile: Profile, seeds: int | None = None) -> Sizes:
     if profile.name not in SIZES:
         raise ValueError(f"Chapter 2 has no sizes for profile {profile.name!r}: add it to "
                          f"ftkit.hyperparameters.SIZES (known: {', '.join(SIZES)})")
-    if seeds is None and os.environ.get("FTKIT_SEEDS"):
-        try:
-            seeds = int(os.environ["FTKIT_SEEDS"])
-        except ValueError:
-            raise ValueError(f"FTKIT_SEEDS={os.environ['FTKIT_SEEDS']!r}: give a whole number of seeds, e.g. "
-                             f"FTKIT_SEEDS=1") from None
+    seeds = env_seeds() if seeds is None else seeds
     if seeds is None:
         return SIZES[profile.name]
     if not (isinstance(seeds, int) and seeds >= 1):

@@ -17,10 +17,12 @@ import math
 import os
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from ftkit.chapters.overfitting.remedies import (
     describe,
@@ -31,12 +33,12 @@ from ftkit.chapters.overfitting.remedies import (
     settings_of,
 )
 from ftkit.chapters.overfitting.sizes import setup_of
-from ftkit.core.data import parse_answer
+from ftkit.core.data import parse_answer, score
 from ftkit.core.hparams import Hyperparameters
 from ftkit.core.models import load_tokenizer
 from ftkit.core.profiles import Profile, get_profile
 from ftkit.core.runtime import drive_dir, in_colab, mount_drive
-from ftkit.core.generation import evaluate_task
+from ftkit.core.generation import answer_logprobs, generate_answers, row_losses
 from ftkit.core.train import Result, eval_loss, run_experiment
 
 # --- one row of the scoreboard ------------------------------------------------------------------
@@ -52,12 +54,20 @@ class Row(Result):
     changes: dict = field(default_factory=dict)  # what differs from the baseline (Remedy.changes)
     claim: str = ""  # the CLAIMS.md id its verdict speaks to
     planned_steps: int = 0
-    heldout: dict = field(default_factory=dict)  # scores on held-out phrasings of new people: exact_match, ...
-    answers: list = field(default_factory=list)  # the generated answers on the held-out rows
+    # Every row keeps the model of its lowest validation loss ("kept", the same selection for every remedy) and is
+    # judged on rows that selection never saw: the test split (new people in the training phrasings) and held-out.
+    per_row: dict = field(default_factory=dict)  # {split: {"kept"|"last": [each row's loss]}}: test, and train (the
+    #   clean training rows: seen people); "kept" at the kept step, "last" at the last evaluation
+    noise_margins: dict = field(default_factory=dict)  # {"kept"|"last": [log p(wrong label) - log p(true label)]} per
+    #   training row with a wrong label: above 0, the model would rather write the noise it was trained on
+    test: dict = field(default_factory=dict)  # scores of the kept model on the test split: exact_match, ...
+    heldout: dict = field(default_factory=dict)  # scores of the kept model on held-out phrasings of new people
+    answers: list = field(default_factory=list)  # the kept model's generated answers on the held-out rows
     leaks: list = field(default_factory=list)  # wrong values copied from the training records (see find_leaks)
     adapter: dict = field(default_factory=dict)  # norms of the trained adapter (see adapter_norms)
     measured_at: str = ""
     from_cache: bool = False  # read back from rows_dir() (measured earlier in this run), not trained by this call
+    checkpoints: KeepCheckpoints | None = None  # with keep_model=True: the kept and last weights, in memory
 
     @property
     def seed(self) -> int:
@@ -70,14 +80,24 @@ class Row(Result):
 
     @property
     def kept_step(self) -> int:
-        """The step whose weights the run ends with: the restored one with early stopping, else the last."""
-        return self.restored_step if self.restored_step is not None else self.steps
+        """The step of the model the row is judged on: its lowest validation loss, for every remedy alike (early
+        stopping restores the same one)."""
+        return self.best_step
 
     @property
     def kept_val(self) -> float:
-        """Validation loss of the model the run ends with."""
-        steps, values = self.losses("eval_loss")
-        return values[steps.index(self.kept_step)] if self.kept_step in steps else values[-1]
+        """Validation loss of the kept model (the lowest logged)."""
+        return self.best_val
+
+    @property
+    def test_loss(self) -> float:
+        """Mean over the test rows of each row's loss, kept model: the number every remedy is decided on."""
+        return statistics.fmean(self.per_row["test"]["kept"])
+
+    @property
+    def reproduced(self) -> int:
+        """Training rows with a wrong label whose wrong label the kept model would rather write than the true one."""
+        return sum(m > 0 for m in self.noise_margins["kept"])
 
     @property
     def kept_train(self) -> float:
@@ -103,7 +123,58 @@ class Row(Result):
         return self.losses("eval_loss")[1][-1] / self.best_val - 1
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in super().as_dict().items() if k != "from_cache"}
+        return {k: v for k, v in super().as_dict().items() if k not in ("from_cache", "checkpoints")}
+
+
+class KeepCheckpoints(TrainerCallback):
+    """At every evaluation, a copy in memory of the trainable weights (no checkpoint written): `last`, and `best`, the
+    one of the lowest validation loss so far (the model every row is judged on)."""
+
+    def __init__(self):
+        self.best_loss, self.best, self.last = math.inf, {}, {}
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        loss = (metrics or {}).get("eval_loss")
+        if loss is None or model is None:
+            return
+        self.last = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        if loss < self.best_loss:
+            self.best_loss, self.best = loss, self.last
+
+
+@contextmanager
+def loaded(model, weights: dict):
+    """A block with `weights` ({name: tensor}) copied into the model's parameters, then the values it had back."""
+    params = dict(model.named_parameters())
+    before = {n: params[n].detach().clone() for n in weights}
+    try:
+        with torch.no_grad():
+            for n, w in weights.items():
+                params[n].copy_(w)
+        yield model
+    finally:
+        with torch.no_grad():
+            for n, w in before.items():
+                params[n].copy_(w)
+
+
+SPLITS_MEASURED = ("test", "train")
+
+
+def measure_checkpoint(model, tokenizer, data, weights: dict) -> dict:
+    """One checkpoint's per-row losses on the test rows (new people) and the clean training rows (seen people), and its
+    noise margins: for each training row with a wrong label, log p(wrong label) - log p(true label), both as answers
+    to the same sentence (above 0: the model would rather reproduce the noise)."""
+    train = list(data["train"])
+    corrupted = [r for r in train if r["corrupted"]]
+    with loaded(model, weights):
+        out = {"test": row_losses(model, tokenizer, list(data["test"])),
+               "train": row_losses(model, tokenizer, [r for r in train if not r["corrupted"]])}
+        true = [[r["messages"][0], {"role": "assistant", "content": r["clean_answer"]}] for r in corrupted]
+        pairs = answer_logprobs(model, tokenizer, [r["messages"] for r in corrupted] + true)
+    out["noise"] = [wrong - right for (wrong, _), (right, _) in zip(pairs[:len(corrupted)], pairs[len(corrupted):],
+                                                                    strict=True)]
+    return out
 
 
 def adapter_norms(model) -> dict:
@@ -147,9 +218,10 @@ def _digest(settings: dict) -> str:
     import trl
 
     from ftkit.chapters.overfitting import remedies, sizes
-    from ftkit.core import builtin, data, hparams, models, train
+    from ftkit.core import builtin, data, generation, hparams, models, train
 
-    code = "".join(Path(m.__file__).read_text() for m in (data, hparams, builtin, models, train, sizes, remedies))
+    code = "".join(Path(m.__file__).read_text()
+                   for m in (data, hparams, builtin, models, train, generation, sizes, remedies))
     code += Path(__file__).read_text()
     versions = [torch.__version__, transformers.__version__, peft.__version__, trl.__version__]
     text = json.dumps([settings, versions, hashlib.sha256(code.encode()).hexdigest()], sort_keys=True, default=str)
@@ -185,7 +257,9 @@ def row_path(remedy: str, seed: int, profile: Profile | None = None, model: str 
 def overfit_run(remedy: str = "baseline", profile: Profile | None = None, seed: int | None = None, *,
                 keep_model: bool = False, reuse: bool = True, callbacks=(), progress: bool = True,
                 model: str | None = None) -> Row:
-    """Train one row of the scoreboard (the baseline with `remedy` applied) and measure it.
+    """Train one row of the scoreboard (the baseline with `remedy` applied) and measure it: at the kept checkpoint (its
+    lowest validation loss, copied in memory by KeepCheckpoints) and at the last, each test row's and clean training
+    row's loss and the wrong labels' log-odds; the kept model's answers on the test and held-out rows.
 
     With reuse=True (and keep_model=False) a row already measured with the same settings, seed, library versions and
     ftkit code is read back instead of trained again, and says when it was measured (Row.measured_at).
@@ -197,21 +271,34 @@ def overfit_run(remedy: str = "baseline", profile: Profile | None = None, seed: 
     if reuse and not keep_model and path.is_file():
         return Row(**json.loads(path.read_text()), from_cache=True)
     chosen, model, data = remedy_of(remedy), model or profile.model, overfit_data(profile, remedy)
+    kept = KeepCheckpoints()
     result = run_experiment("lora", hyperparameters_of(remedy, profile, seed), profile=profile, model=model, data=data,
                             eval_every=setup.eval_every, early_stopping_patience=chosen.patience, save=False,
-                            score_splits=(), callbacks=callbacks, progress=progress)
+                            score_splits=(), callbacks=(kept, *callbacks), progress=progress)
     net, tokenizer = result.trained_model, load_tokenizer(model)
-    heldout, answers = evaluate_task(net, tokenizer, data["heldout"], batch_size=profile.gen_batch_size,
-                                     progress=progress)
+    measured = {when: measure_checkpoint(net, tokenizer, data, weights) for when, weights in
+                (("last", kept.last), ("kept", kept.best))}
+    judged = [*data["test"], *data["heldout"]]  # generated together: one pass of batches for both
+    with loaded(net, kept.best):
+        answers = generate_answers(net, tokenizer, [r["messages"][:-1] for r in judged],
+                                   batch_size=profile.gen_batch_size, progress=progress)
+    n_test = len(data["test"])
+    test = score(answers[:n_test], list(data["test"]["answer"]))
+    answers = answers[n_test:]
+    heldout = score(answers, list(data["heldout"]["answer"]))
+    with loaded(net, kept.last):
+        adapter = adapter_norms(net)  # at the end of the run: what decay did over all of it
     row = Row(**result.as_dict(), remedy=remedy, strategy=chosen.strategy, changes=dict(chosen.changes),
-              claim=chosen.claim, planned_steps=setup.steps, heldout=heldout, answers=answers,
-              leaks=find_leaks(answers, data["heldout"], data["train"]), adapter=adapter_norms(net),
-              measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+              claim=chosen.claim, planned_steps=setup.steps,
+              per_row={split: {when: m[split] for when, m in measured.items()} for split in SPLITS_MEASURED},
+              noise_margins={when: m["noise"] for when, m in measured.items()}, test=test, heldout=heldout,
+              answers=answers, leaks=find_leaks(answers, data["heldout"], data["train"]),
+              adapter=adapter, measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")  # notebooks may run side by side: a reader never sees half
     tmp.write_text(json.dumps(row.as_dict(), indent=1))
     os.replace(tmp, path)
-    row.trained_model = net if keep_model else None
+    row.trained_model, row.checkpoints = (net, kept) if keep_model else (None, None)
     return row
 
 
