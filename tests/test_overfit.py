@@ -142,7 +142,7 @@ def test_scoreboard_ranks_by_the_kept_models_test_loss():
                          for s, (v, t) in enumerate(((0.45, 0.36), (0.35, 0.4)))]}
     s = overfit.summary(rows)
     assert s["early stopping"]["kept_step"] == 2 and s["baseline"]["kept_val"] == 0.1
-    assert s["lower LR"]["test_loss"] == pytest.approx(0.38) and s["lower LR"]["reproduced"] == 1
+    assert s["lower LR"]["test_loss"] == pytest.approx(0.38) and s["lower LR"]["learned_noise"] == 2
     assert s["lower LR"]["vs_baseline"].diffs == pytest.approx((0.2, 0.25))  # seed by seed: 0.36/0.3, 0.4/0.32
     assert rows["baseline"][0].rise == pytest.approx(2.0) and rows["baseline"][0].best_step == 2
     assert overfit.ranking(rows)[-1] == "lower LR"
@@ -159,7 +159,7 @@ def test_scoreboard_ranks_by_the_kept_models_test_loss():
     assert "keeps the model of step 2" in overfit.why("early stopping", rows)
     table = overfit.scoreboard_table(rows)
     assert table.count("\n") == 4 and "+22.5% ± 5.0% (mean ± 2 SE over 2 seeds)" in table and "patience 3" in table
-    assert "1.0 of 2" in table and "2 / 3" in table
+    assert "2.0 of 2" in table and "2 / 3" in table
     ax = ftkit.overfitting.plot_scoreboard(rows)
     assert len(ax.patches) == 3 and ax.get_xlabel().startswith("test loss")
     assert math.isclose(rows["baseline"][0].gap, 0.1 - 0.01 * 0.1)

@@ -95,9 +95,10 @@ class Row(Result):
         return statistics.fmean(self.per_row["test"]["kept"])
 
     @property
-    def reproduced(self) -> int:
-        """Training rows with a wrong label whose wrong label the kept model would rather write than the true one."""
-        return sum(m > 0 for m in self.noise_margins["kept"])
+    def learned_noise(self) -> int:
+        """Training rows with a wrong label whose wrong label the model at the end of the run would rather write than
+        the true one: the noise it fitted in its steps (the kept checkpoint's depends on where validation was lowest)."""
+        return sum(m > 0 for m in self.noise_margins["last"])
 
     @property
     def kept_train(self) -> float:
@@ -241,8 +242,8 @@ def rows_dir() -> Path:
 def share_rows() -> str:
     """Set up where the chapter's notebooks keep and find their rows, and say where. On Colab, Google Drive (mounted
     once, asking for access): a notebook opened from its badge gets a fresh runtime whose disk the others never see, so
-    without Drive 3.3-3.6 would train again every row 3.1-3.4 measured (63 runs instead of 20 in the t4 profile).
-    Elsewhere, and when Drive is refused, rows_dir() as it is. Used in every chapter-3 notebook's setup cell."""
+    without Drive 3.2-3.6 would train again every row the notebooks before them measured (97 runs instead of 30 in the
+    t4 profile). Elsewhere, and when Drive is refused, rows_dir() as it is. Used in every chapter-3 notebook's setup cell."""
     if in_colab() and ROWS_ENV not in os.environ and mount_drive():
         os.environ[ROWS_ENV] = str(drive_dir("overfit-rows"))
     return f"measured rows are kept in {rows_dir()}: a row measured once with the same settings is read back"

@@ -208,18 +208,20 @@ def weight_decay_verdict(rows: dict[str, list[Row]]) -> Verdict:
 
 def noise_verdict(name: str, rows: dict[str, list[Row]], *, min_drop: float = MIN_NOISE_DROP) -> Verdict:
     """3.lower-rank, 3.lower-lr: "can prevent it from fitting noise". A known share of the training records carries a
-    wrong label; per seed, the mean over them of log p(wrong label) - log p(true label) under the kept model. Holds when
-    the remedy lowers it by at least `min_drop` nats against the baseline, seed by seed, beyond the noise; differs when
-    it credibly lowers it by less; not settled otherwise. The detail counts the wrong labels each reproduces."""
-    margin = lambda r: statistics.fmean(r.noise_margins["kept"])  # noqa: E731
+    wrong label; per seed, the mean over them of log p(wrong label) - log p(true label) under the model at the end of
+    the run (the same steps as the baseline: the noise fitted in them; the kept checkpoint's depends on where validation
+    happened to be lowest). Holds when the remedy lowers it by at least `min_drop` nats against the baseline, seed by
+    seed, beyond the noise; differs when it credibly lowers it by less; not settled otherwise. The detail counts the
+    wrong labels each has learned and gives the kept model's test loss (does it still learn the task?)."""
+    margin = lambda r: statistics.fmean(r.noise_margins["last"])  # noqa: E731
     drop = paired(by_seed(rows[name], margin), by_seed(rows["baseline"], margin))
     holds = drop.below(-min_drop)
     s = summary(rows)
-    detail = (f"{name} ({rows[name][0].setting}): the kept model prefers {s[name]['reproduced']:.1f} of "
-              f"{s[name]['wrong_labels']:.0f} wrong labels to the true ones (baseline {s['baseline']['reproduced']:.1f}); "
+    detail = (f"{name} ({rows[name][0].setting}): at the end of the run it prefers {s[name]['learned_noise']:.1f} of "
+              f"{s[name]['wrong_labels']:.0f} wrong labels to the true ones (baseline {s['baseline']['learned_noise']:.1f}); "
               f"log-odds of the wrong label {statistics.fmean(map(margin, rows[name])):+.2f} against the baseline's "
               f"{statistics.fmean(map(margin, rows['baseline'])):+.2f}, change {drop.describe('+.2f', ' nats')}; "
-              f"test loss {against_baseline(name, rows).describe('+.1%')}")
+              f"test loss of the kept model {against_baseline(name, rows).describe('+.1%')}")
     if holds is None:
         detail += f" — {drop.undecided()}"
     return verdict(rows[name][0].claim, holds, detail)
