@@ -14,7 +14,7 @@ import ftkit
 print("ftkit from", ftkit.__file__)
 print(ftkit.verdict("1.vram", True, "read from the installed copy's CLAIMS.md"))
 S = ftkit.scaling
-kw = dict(max_steps=2, batch_size=4, seq_len=32, learning_rate=1e-3, save=False, progress=False)
+kw = dict(max_steps=2, batch_size=4, max_seq_len=32, learning_rate=1e-3, save=False, progress=False)
 single = S.run_sharded("tiny-random", n_processes=1, **kw)
 sharded = S.run_sharded("tiny-random", n_processes=2, **kw)
 print(" ".join(sharded["command"]))
@@ -38,4 +38,4 @@ def test_a_non_editable_install_runs_away_from_the_checkout(tmp_path):
     assert f"--config_file {site}/ftkit/chapters/scaling/fsdp_cpu_2proc.yaml" in lines[2]
     assert "--module ftkit.chapters.scaling.worker" in lines[2]
     assert str(ROOT) not in out.stdout.replace(sys.executable, "python")  # nothing of the checkout but its venv
-    assert lines[-1].startswith("as the theory says: ")  # each of the 2 processes held half
+    assert lines[-1].startswith("not settled at this size: ")  # both processes measured; tiny-random is too small to decide
