@@ -294,7 +294,9 @@ def load_course_dataset(
         chunk = records[start : start + size]
         start += size
         rng = random.Random(f"templates-{seed}-{split}")
-        deck = rng.sample(range(n_seen), n_seen)  # cover_templates: record i takes the next k of one shuffled order
+        # cover_templates: record i takes the next k of one shuffled order (drawn only then: without it, every split
+        # draws exactly what it always did)
+        deck = rng.sample(range(n_seen), n_seen) if cover_templates else None
         wrong = _wrong_labels(chunk, label_noise, seed) if split == "train" else {}
         rows = []
         for i, record in enumerate(chunk):
