@@ -311,18 +311,19 @@ add("3.weight-decay", decay, dict(mine=REMEDY["mine"]), differs=[WORSE],
 
 
 def noise(name: str, mine: tuple) -> Verdict:
-    """noise_verdict: per seed, the wrong labels' log-odds under the baseline (7, 8, 6.5) and under the remedy."""
+    """noise_verdict: per seed, the wrong labels' log-odds at the end under the baseline (7, 8, 6.5: learned) and the
+    remedy."""
     base = ((8.0, 6.0), (7.0, 9.0), (6.0, 7.0))
     rows = {"baseline": [ch3_row("baseline", s, margins=m) for s, m in enumerate(base)],
             name: [ch3_row(name, s, margins=m) for s, m in enumerate(mine)]}
     return ch3.noise_verdict(name, rows)
 
 
-FITS_LESS = dict(mine=((-2.0, -1.0), (-1.0, -3.0), (0.0, -2.0)))  # 8.5 nats lower, seed after seed
+FITS_LESS = dict(mine=((-2.0, -1.0), (-1.0, -3.0), (0.0, -2.0)))  # prefers the true labels on every seed
 for claim, name in (("3.lower-rank", "lower rank"), ("3.lower-lr", "lower LR")):
     add(claim, noise, {"name": name, **FITS_LESS},
-        differs=[("mine", ((7.8, 5.8), (6.8, 8.8), (5.8, 6.8)))],  # 0.2 nats lower on every seed: not the 1 asked
-        not_settled=[("mine", ((-2.0, -1.0), (7.0, 9.0), (0.0, 2.0)))])  # 8.5, 0 and 5.5 lower: inside the noise
+        differs=[("mine", ((2.8, 0.8), (1.8, 3.8), (0.8, 1.8)))],  # 5 nats lower than the baseline, still above 0
+        not_settled=[("mine", ((-2.0, -1.0), (7.0, 9.0), (0.0, 2.0)))])  # -1.5, 8 and 1: inside the noise
 
 # --- chapter 4: sharded full fine-tuning (what each process measured, counted and lost) and the cluster ---------------
 

@@ -16,7 +16,6 @@ from ftkit.core.claims import Verdict, verdict
 from ftkit.core.evidence import Paired, independent, paired
 
 MIN_GAIN = 0.05  # a remedy helps when the kept model's test loss is at least 5 % below the baseline's (same seed)
-MIN_NOISE_DROP = 1.0  # fits less noise: the wrong labels' log-odds against the true ones fall by at least 1 nat (x e)
 SAME_UPDATE = 1e-6  # 3.weight-decay-penalty: decay and a loss penalty give the same update within this (relative)
 OTHER_UPDATE = 0.01  # ... and clearly different updates beyond 1 %
 LEVEL_MARGIN = 0.05  # why(): a lowest validation loss 5 % above or below the baseline's is "learns less" / "more"
@@ -206,24 +205,31 @@ def weight_decay_verdict(rows: dict[str, list[Row]]) -> Verdict:
     return verdict("3.weight-decay", holds, "; ".join(parts) or "no weight decay row trained")
 
 
-def noise_verdict(name: str, rows: dict[str, list[Row]], *, min_drop: float = MIN_NOISE_DROP) -> Verdict:
+def noise_verdict(name: str, rows: dict[str, list[Row]]) -> Verdict:
     """3.lower-rank, 3.lower-lr: "can prevent it from fitting noise". A known share of the training records carries a
     wrong label; per seed, the mean over them of log p(wrong label) - log p(true label) under the model at the end of
     the run (the same steps as the baseline: the noise fitted in them; the kept checkpoint's depends on where validation
-    happened to be lowest). Holds when the remedy lowers it by at least `min_drop` nats against the baseline, seed by
-    seed, beyond the noise; differs when it credibly lowers it by less; not settled otherwise. The detail counts the
-    wrong labels each has learned and gives the kept model's test loss (does it still learn the task?)."""
+    happened to be lowest). Holds when the baseline learned the wrong labels (its log-odds credibly above 0 over the
+    seeds) and the remedy did not (credibly below 0: it still prefers the truth its sentence states); differs when the
+    remedy learned them too (credibly above 0); not settled otherwise, and when the baseline itself did not learn them
+    (nothing to prevent). The detail gives how much lower the remedy's log-odds are than the baseline's, seed by seed,
+    the wrong labels each learned, and the kept model's test loss (does it still learn the task?)."""
     margin = lambda r: statistics.fmean(r.noise_margins["last"])  # noqa: E731
+    mine, base = Paired(tuple(map(margin, rows[name]))), Paired(tuple(map(margin, rows["baseline"])))
+    holds = mine.below(0.0) if base.above(0.0) else None
     drop = paired(by_seed(rows[name], margin), by_seed(rows["baseline"], margin))
-    holds = drop.below(-min_drop)
     s = summary(rows)
-    detail = (f"{name} ({rows[name][0].setting}): at the end of the run it prefers {s[name]['learned_noise']:.1f} of "
-              f"{s[name]['wrong_labels']:.0f} wrong labels to the true ones (baseline {s['baseline']['learned_noise']:.1f}); "
-              f"log-odds of the wrong label {statistics.fmean(map(margin, rows[name])):+.2f} against the baseline's "
-              f"{statistics.fmean(map(margin, rows['baseline'])):+.2f}, change {drop.describe('+.2f', ' nats')}; "
-              f"test loss of the kept model {against_baseline(name, rows).describe('+.1%')}")
-    if holds is None:
-        detail += f" — {drop.undecided()}"
+    detail = (f"{name} ({rows[name][0].setting}): log-odds of the wrong labels against the true ones at the end of the "
+              f"run {mine.describe('+.2f', ' nats')}, baseline {base.describe('+.2f', ' nats')}; it learned "
+              f"{s[name]['learned_noise']:.1f} of {s[name]['wrong_labels']:.0f} wrong labels (baseline "
+              f"{s['baseline']['learned_noise']:.1f}), its log-odds {drop.describe('+.2f', ' nats')} against the "
+              f"baseline's; test loss of the kept model {against_baseline(name, rows).describe('+.1%')}")
+    if holds is False:
+        detail += " — it fits the noise less, but fits it: it does not prevent it"
+    elif base.above(0.0) is not True:
+        detail += " — the baseline itself did not learn the wrong labels beyond the noise: nothing to prevent"
+    elif holds is None:
+        detail += f" — {mine.undecided()}"
     return verdict(rows[name][0].claim, holds, detail)
 
 
