@@ -1,6 +1,6 @@
 """Chapter 3's rows: one remedy trained and measured (a Row), kept as JSON and read back when measured already.
 
-Used in notebooks/03_overfitting/: `row = ftkit.overfitting.overfit_run("weight decay", profile)`,
+Used in notebooks/03_overfitting/: `row = ftkit.overfitting.overfit_run("weight decay 10", profile)`,
 `rows = ftkit.overfitting.overfit_rows(names, profile)`.
 
 Every remedy is one entry of REMEDIES: the overfitting baseline with one thing changed. A row is trained once per
