@@ -163,6 +163,7 @@ def test_scoreboard_ranks_by_the_kept_models_test_loss():
     ax = ftkit.overfitting.plot_scoreboard(rows)
     assert len(ax.patches) == 3 and ax.get_xlabel().startswith("test loss")
     assert math.isclose(rows["baseline"][0].gap, 0.1 - 0.01 * 0.1)
+    assert math.isclose(rows["baseline"][0].last_train, 0.01 * 0.3)  # the last step's, not the kept one's
 
 
 def test_unknown_remedy_is_refused():

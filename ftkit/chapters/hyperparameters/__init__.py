@@ -4,9 +4,9 @@ Used in notebooks/02_hyperparameters: `s = ftkit.hyperparameters.sweep("learning
 
 from __future__ import annotations
 
-from .explorer import explore, explore_run, has_widget_frontend
 from ftkit.core.data import answer_batch  # a course batch with the loss on the answer only (chapter 2's notebooks)
 
+from .explorer import explore, explore_run, has_widget_frontend
 from .measure import (
     accumulation_check,
     baseline_loss,

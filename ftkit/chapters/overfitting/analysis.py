@@ -86,12 +86,11 @@ def summary(rows: dict[str, list[Row]]) -> dict[str, dict]:
     for name, rs in rows.items():
         out[name] = {"test_loss": _mean(rs, lambda r: r.test_loss), "test_em": _mean(rs, lambda r: r.test["exact_match"]),
                      "heldout_em": _mean(rs, lambda r: r.heldout["exact_match"]),
-                     "kept_val": _mean(rs, lambda r: r.kept_val), "gap": _mean(rs, lambda r: r.gap),
+                     "kept_val": _mean(rs, lambda r: r.kept_val),
                      "learned_noise": _mean(rs, lambda r: r.learned_noise),
                      "wrong_labels": _mean(rs, lambda r: len(r.noise_margins["last"])),
                      "kept_step": _mean(rs, lambda r: r.kept_step), "steps": _mean(rs, lambda r: r.steps),
-                     "seconds": _mean(rs, lambda r: r.wall_time_s), "leaks": _mean(rs, lambda r: len(r.leaks)),
-                     "seeds": len(rs)}
+                     "seconds": _mean(rs, lambda r: r.wall_time_s), "seeds": len(rs)}
         if "baseline" in rows:
             out[name]["vs_baseline"] = against_baseline(name, rows)
     return out

@@ -100,13 +100,22 @@ class Row(Result):
         the true one: the noise it fitted in its steps (the kept checkpoint's depends on where validation was lowest)."""
         return sum(m > 0 for m in self.noise_margins["last"])
 
-    @property
-    def kept_train(self) -> float:
-        """Training loss around the kept step: the mean over the eval interval that ends there (one batch is noisy)."""
+    def train_loss_at(self, step: int) -> float:
+        """Training loss around a step: the mean over the eval interval that ends there (one batch is noisy)."""
         every = max(self.eval_every, 1)
         steps, values = self.losses("train_loss")
-        window = [v for s, v in zip(steps, values, strict=True) if self.kept_step - every < s <= self.kept_step]
+        window = [v for s, v in zip(steps, values, strict=True) if step - every < s <= step]
         return statistics.fmean(window) if window else math.nan
+
+    @property
+    def kept_train(self) -> float:
+        """Training loss around the kept step."""
+        return self.train_loss_at(self.kept_step)
+
+    @property
+    def last_train(self) -> float:
+        """Training loss over the run's last eval interval."""
+        return self.train_loss_at(self.steps)
 
     @property
     def eval_every(self) -> int:

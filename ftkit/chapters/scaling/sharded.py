@@ -199,8 +199,10 @@ def max_weight_diff(folder_a, folder_b) -> float:
     import torch
     from transformers import AutoModelForCausalLM
 
-    a = AutoModelForCausalLM.from_pretrained(folder_a, dtype=torch.float32).state_dict()
-    b = AutoModelForCausalLM.from_pretrained(folder_b, dtype=torch.float32).state_dict()
+    from ftkit.core.quiet import quiet_loading
+
+    with quiet_loading():  # no loading bar for a comparison
+        a, b = (AutoModelForCausalLM.from_pretrained(f, dtype=torch.float32).state_dict() for f in (folder_a, folder_b))
     if a.keys() != b.keys():
         raise ValueError(f"the two checkpoints hold different tensors: {sorted(a.keys() ^ b.keys())[:5]}")
     return max((a[k] - b[k]).abs().max().item() for k in a)
