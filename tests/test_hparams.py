@@ -24,7 +24,22 @@ def test_defaults_per_method_and_profile():
 def test_fields_are_the_course_vocabulary():
     assert NAMES == ("learning_rate", "max_steps", "num_epochs", "batch_size", "gradient_accumulation_steps", "lora_r",
                      "lora_alpha", "lora_dropout", "use_rslora", "target_modules", "weight_decay", "warmup_steps",
-                     "lr_scheduler", "optim", "gradient_checkpointing", "seed")
+                     "lr_scheduler", "optim", "gradient_checkpointing", "seed", "completion_only_loss", "use_dora",
+                     "loraplus_lr_ratio", "neftune_noise_alpha", "padding_free")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"loraplus_lr_ratio": 0.5}, "B's rate over A's"), ({"neftune_noise_alpha": 0.0}, "neftune_noise_alpha"),
+])
+def test_impossible_variant_settings_are_refused(profile, changes, message):
+    with pytest.raises(ValueError, match=message):
+        replace(ftkit.default_hyperparameters("lora", profile), **changes)
+
+
+@pytest.mark.parametrize("changes", [{"use_dora": True}, {"loraplus_lr_ratio": 16.0}])
+def test_adapter_variants_are_refused_for_full_fine_tuning(profile, changes):
+    with pytest.raises(ValueError, match="full fine-tuning has none"):
+        ftkit.run_experiment("full", profile=profile, **changes)
 
 
 def test_overrides_and_alpha_follow_r(profile):

@@ -167,7 +167,8 @@ def test_the_colab_estimate_counts_every_notebook_and_chapter_3_trains_its_30_ro
     import gpu_check
 
     work = colab_estimate.runs(ftkit.PROFILES["t4"])
-    names = set(gpu_check.notebook_paths()) - {gpu_check.CHAPTER_3} | {f"3.{i}" for i in range(1, 7)}
+    names = (set(gpu_check.notebook_paths()) - {gpu_check.CHAPTER_3, gpu_check.CHAPTER_5}
+             | {f"3.{i}" for i in range(1, 7)} | {f"5.{i}" for i in range(1, 5)})
     assert set(work) == names
     rows = sum(w.get("runs", 0) for name, w in work.items() if name.startswith("3."))
     assert rows == 3 * len(ftkit.overfitting.REMEDIES)  # every remedy, three seeds, each trained once (Google Drive)
@@ -177,14 +178,14 @@ def test_the_colab_estimate_counts_every_notebook_and_chapter_3_trains_its_30_ro
 
 def test_chapter_3_keeps_its_rows_on_google_drive_on_colab(monkeypatch, tmp_path):
     from ftkit.chapters.overfitting import rows
-    from ftkit.core import runtime
+    from ftkit.core import runtime, store
 
     monkeypatch.delenv(rows.ROWS_ENV, raising=False)
     assert "outputs/overfit" in rows.share_rows()  # not on Colab: beside the notebook, as before
     monkeypatch.setattr(runtime, "DRIVE", tmp_path)
     (tmp_path / "MyDrive").mkdir()
-    for module in (runtime, rows):  # as if on Colab, with Drive mounted
+    for module in (runtime, store):  # as if on Colab, with Drive mounted
         monkeypatch.setattr(module, "in_colab", lambda: True)
-    monkeypatch.setattr(rows, "mount_drive", lambda: True)
+    monkeypatch.setattr(store, "mount_drive", lambda: True)
     line = rows.share_rows()
     assert rows.rows_dir() == tmp_path / "MyDrive" / "ftkit" / "overfit-rows" and str(rows.rows_dir()) in line

@@ -103,6 +103,20 @@ def verdict(claim_id: str, holds: bool | None, detail: str) -> Verdict:
     return Verdict(claim_id, NOT_SETTLED if holds is None else AGREES if holds else DIFFERS, detail)
 
 
+def recorded(profile: str = "cpu", start: Path | None = None) -> dict:
+    """The verdicts a whole build of the course recorded in one profile (results/claims-<profile>.json, which make site
+    writes), found from `start` (the working folder) up: {"profile", "date", "verdicts": {id: [{"outcome", "detail",
+    "notebook"}, ...]}}, or {} when no build left one there. Chapter 5 quotes chapters 2 and 3 from it."""
+    import json
+
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        path = folder / "results" / f"claims-{profile}.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return {}
+
+
 def show(*verdicts) -> None:
     """Show verdicts, each on its own line: Verdicts, or dicts/lists of them. In a notebook each is displayed (coloured
     by outcome, and recorded in the output for the site's claims page); elsewhere each is printed as its line()."""

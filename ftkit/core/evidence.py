@@ -121,6 +121,12 @@ def paired(a: Mapping | Sequence, b: Mapping | Sequence) -> Paired:
     return Paired(tuple(float(x) - float(y) for x, y in values))
 
 
+def relative_change(a: Mapping, b: Mapping) -> Paired:
+    """The relative change of arm a from arm b, seed by seed (a[s] / b[s] - 1 for every seed both ran: same data order,
+    same initial adapters), as paired differences for the noise rule."""
+    return Paired(tuple(a[s] / b[s] - 1 for s in a if s in b))
+
+
 def mean_of(n: int, over: str = "seeds") -> str:
     """How a number averaged over n seeds (or rounds) is labelled: "one seed" or "mean of 3 seeds"."""
     return f"one {SINGULAR.get(over, over)}" if n == 1 else f"mean of {n} {over}"

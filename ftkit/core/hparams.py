@@ -45,6 +45,17 @@ class Hyperparameters:
     optim: str  # "adamw_torch" everywhere; "paged_adamw_8bit" (bitsandbytes, GPU only) saves optimizer memory
     gradient_checkpointing: bool  # recompute activations in backward: far less activation memory, ~30 % more time
     seed: int  # one seed for the adapters' init, the data order and dropout: same seed, same run
+    # Variants chapter 5 measures against plain LoRA (each off by default: the course's runs are plain LoRA).
+    completion_only_loss: bool = True  # loss on the answer only (TRL's default for prompt/completion rows); False: the
+    #   whole conversation, prompt included (the other side of the guides' "train on completions only")
+    use_dora: bool = False  # DoRA (Liu et al. 2024): the adapted weight split into a magnitude and a LoRA-updated
+    #   direction (peft's use_dora); more work per step
+    loraplus_lr_ratio: float | None = None  # LoRA+ (Hayou et al. 2024): B's learning rate = ratio x A's (peft's
+    #   create_loraplus_optimizer; the paper's default 16); None: one rate for both
+    neftune_noise_alpha: float | None = None  # NEFTune (Jain et al. 2023): uniform noise of scale alpha / sqrt(L d) on
+    #   the input embeddings while training (transformers' Trainer); None: no noise
+    padding_free: bool = False  # each batch flattened into one row with position ids restarting per example: no padding
+    #   tokens, and attention kept inside each example (TRL's padding_free; TRL does not cut such rows at max_seq_len)
 
     def __post_init__(self):
         check(self)
@@ -99,6 +110,15 @@ def check(hp: Hyperparameters) -> None:
     check_lora(hp.lora_r, hp.lora_alpha, hp.lora_dropout)
     if hp.weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0 (typical: 0 to 0.1), not {hp.weight_decay!r}")
+    if hp.loraplus_lr_ratio is not None and not hp.loraplus_lr_ratio >= 1:
+        raise ValueError(f"loraplus_lr_ratio is B's rate over A's: use >= 1 (the LoRA+ paper's default: 16), or None "
+                         f"for one rate, not {hp.loraplus_lr_ratio!r}")
+    if hp.loraplus_lr_ratio is not None and hp.optim != "adamw_torch":
+        raise ValueError(f"LoRA+ builds AdamW with two rates; it does not combine with optim={hp.optim!r}: use "
+                         "optim='adamw_torch'.")
+    if hp.neftune_noise_alpha is not None and not hp.neftune_noise_alpha > 0:
+        raise ValueError(f"neftune_noise_alpha must be > 0 (the NEFTune paper tried 5, 10 and 15), or None for no "
+                         f"noise, not {hp.neftune_noise_alpha!r}")
     if hp.warmup_steps < 0 or (hp.max_steps is not None and hp.warmup_steps >= hp.max_steps):
         raise ValueError(f"warmup_steps must be in [0, max_steps={hp.max_steps}), not {hp.warmup_steps}")
 
@@ -136,6 +156,14 @@ def check_method(method: str) -> None:
     """Raise a clear error for a method that is not one of the course's three."""
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}: choose one of {', '.join(METHODS)}")
+
+
+def check_variants(method: str, hp: Hyperparameters) -> None:
+    """Refuse an adapter variant (DoRA, LoRA+) for full fine-tuning, which trains no adapter."""
+    asked = [name for name, on in (("use_dora", hp.use_dora), ("loraplus_lr_ratio", hp.loraplus_lr_ratio)) if on]
+    if method == "full" and asked:
+        raise ValueError(f"{', '.join(asked)} change(s) LoRA's adapters, and full fine-tuning has none: use method "
+                         "'lora' or 'qlora', or drop it.")
 
 
 def default_hyperparameters(method: str = "lora", profile=None) -> Hyperparameters:
@@ -191,12 +219,14 @@ def resolve(method: str, hp: Hyperparameters | None, profile, overrides: dict, c
     """The settings of one run, resolved once where it is asked for: hp (or the defaults for method and profile)
     with the keyword overrides applied and checked. Everything after receives the Hyperparameters, never keywords."""
     check_method(method)
-    return with_overrides(hp if hp is not None else default_hyperparameters(method, profile), overrides,
-                          caller=caller)
+    hp = with_overrides(hp if hp is not None else default_hyperparameters(method, profile), overrides, caller=caller)
+    check_variants(method, hp)
+    return hp
 
 
 # The fields that shape a loaded model (its adapters, gradient checkpointing): what load_model takes.
-LOADING_NAMES = ("lora_r", "lora_alpha", "lora_dropout", "use_rslora", "target_modules", "gradient_checkpointing")
+LOADING_NAMES = ("lora_r", "lora_alpha", "lora_dropout", "use_rslora", "use_dora", "target_modules",
+                 "gradient_checkpointing")
 
 
 def loading_settings(method: str, hp: Hyperparameters | None, overrides: dict) -> Hyperparameters:

@@ -67,12 +67,12 @@ def nf4_config(precision: str, double_quant: bool = True):
 
 def lora_config(hp: Hyperparameters):
     """peft's LoraConfig for a causal LM from a run's settings: rank, alpha as used (hp.alpha: 2 r unless given),
-    dropout, target modules, and rsLoRA's alpha / sqrt(r) scale with use_rslora."""
+    dropout, target modules, rsLoRA's alpha / sqrt(r) scale with use_rslora, DoRA with use_dora."""
     from peft import LoraConfig
 
     target_modules = list(hp.target_modules) if isinstance(hp.target_modules, tuple) else hp.target_modules
     return LoraConfig(r=hp.lora_r, lora_alpha=hp.alpha, lora_dropout=hp.lora_dropout, target_modules=target_modules,
-                      use_rslora=hp.use_rslora, task_type="CAUSAL_LM")
+                      use_rslora=hp.use_rslora, use_dora=hp.use_dora, task_type="CAUSAL_LM")
 
 
 def load_tokenizer(name: str):

@@ -232,7 +232,8 @@ def build_trainer(model, tokenizer, data, hp: Hyperparameters, *, profile: Profi
         warmup_steps=hp.warmup_steps, weight_decay=hp.weight_decay, optim=trainer_optimizer(hp.optim), seed=hp.seed,
         data_seed=hp.seed,
         bf16=profile.precision == "bf16", fp16=profile.precision == "fp16", use_cpu=profile.device == "cpu",
-        max_length=profile.max_seq_len, logging_steps=1, eval_strategy="steps", eval_steps=eval_every,
+        # padding-free rows are not truncated by TRL (it refuses a max_length there): the course's rows are well under it
+        max_length=None if hp.padding_free else profile.max_seq_len, logging_steps=1, eval_strategy="steps", eval_steps=eval_every,
         save_strategy="steps" if keep_checkpoints else "no", save_steps=save_every or eval_every,
         load_best_model_at_end=early_stopping_patience is not None, metric_for_best_model="eval_loss",
         save_total_limit=None if early_stopping_patience is not None else 2,
@@ -240,20 +241,31 @@ def build_trainer(model, tokenizer, data, hp: Hyperparameters, *, profile: Profi
         prediction_loss_only=True,  # validation needs the loss only: no logits kept (a ci evaluation 2.6 s -> 2.0 s)
         # TRL's SFTConfig turns gradient checkpointing ON by default: say what we want (load_model set the model up).
         activation_checkpointing=hp.gradient_checkpointing, dataloader_pin_memory=False,
+        completion_only_loss=hp.completion_only_loss, neftune_noise_alpha=hp.neftune_noise_alpha,
+        padding_free=hp.padding_free,
     )
     extra = list(callbacks)
     if early_stopping_patience is not None:
         extra.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
     if profile.precision == "fp16":
         extra.append(OverflowGuard())
+    optimizers = (loraplus_optimizer(model, hp), None) if hp.loraplus_lr_ratio else (None, None)
     trainer = sft_trainer(model=model, args=config, train_dataset=to_prompt_completion(data["train"]),
                           eval_dataset=to_prompt_completion(data["validation"]), processing_class=tokenizer,
-                          callbacks=extra)
+                          callbacks=extra, optimizers=optimizers)
     if is_quantized(trainer.model):  # TRL has just cast the adapters to bf16: fp32 under fp16 (see adapter_precision)
         cast_qlora_adapters(trainer.model, profile.precision)
     if profile.emulating:
         attach_grad_scaler(trainer)
     return trainer
+
+
+def loraplus_optimizer(model, hp: Hyperparameters):
+    """LoRA+ (peft's create_loraplus_optimizer): the Trainer's fused AdamW, B's rate hp.loraplus_lr_ratio x A's."""
+    from peft.optimizers import create_loraplus_optimizer
+
+    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=hp.learning_rate,
+                                     loraplus_lr_ratio=hp.loraplus_lr_ratio, weight_decay=hp.weight_decay, fused=True)
 
 
 class OverflowGuard(TrainerCallback):

@@ -7,7 +7,7 @@ import math
 import statistics
 
 from ftkit.chapters.overfitting.rows import Row
-from ftkit.core.evidence import Paired
+from ftkit.core.evidence import Paired, relative_change
 from ftkit.core.plots import _axes
 
 
@@ -76,8 +76,7 @@ def by_seed(rs: list[Row], value) -> dict[int, float]:
 def against_baseline(name: str, rows: dict[str, list[Row]], value=lambda r: r.test_loss) -> Paired:
     """The remedy's relative change from the baseline, seed by seed (value(remedy) / value(baseline) - 1, same seed:
     same data order and initial adapters), as paired differences for the noise rule."""
-    base, mine = by_seed(rows["baseline"], value), by_seed(rows[name], value)
-    return Paired(tuple(mine[s] / base[s] - 1 for s in mine if s in base))
+    return relative_change(by_seed(rows[name], value), by_seed(rows["baseline"], value))
 
 
 def summary(rows: dict[str, list[Row]]) -> dict[str, dict]:

@@ -11,10 +11,8 @@ the chapter already measured in this run (and trains the ones missing, so every 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import statistics
 import time
 from contextlib import contextmanager
@@ -35,9 +33,9 @@ from ftkit.chapters.overfitting.remedies import (
 from ftkit.chapters.overfitting.sizes import setup_of
 from ftkit.core.data import parse_answer, score
 from ftkit.core.hparams import Hyperparameters
+from ftkit.core import store
 from ftkit.core.models import load_tokenizer
 from ftkit.core.profiles import Profile, get_profile
-from ftkit.core.runtime import drive_dir, in_colab, mount_drive
 from ftkit.core.generation import answer_logprobs, generate_answers, row_losses
 from ftkit.core.train import Result, eval_loss, run_experiment
 
@@ -221,47 +219,28 @@ def find_leaks(answers: list[str], dataset, train_dataset) -> list[dict]:
     return leaks
 
 
-def _digest(settings: dict) -> str:
-    """A key for a row's settings, the library versions and ftkit's training code: any change trains it again."""
-    import peft
-    import transformers
-    import trl
-
-    from ftkit.chapters.overfitting import remedies, sizes
-    from ftkit.core import builtin, data, generation, hparams, models, train
-
-    code = "".join(Path(m.__file__).read_text()
-                   for m in (data, hparams, builtin, models, train, generation, sizes, remedies))
-    code += Path(__file__).read_text()
-    versions = [torch.__version__, transformers.__version__, peft.__version__, trl.__version__]
-    text = json.dumps([settings, versions, hashlib.sha256(code.encode()).hexdigest()], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 ROWS_ENV = "FTKIT_OVERFIT_ROWS"
 
 
 def rows_dir() -> Path:
     """Where measured rows are kept: $FTKIT_OVERFIT_ROWS (on Colab, share_rows sets it to Google Drive), else
-    outputs/overfit under the working folder (beside the notebook: a run's output, ignored by git). Delete it to
-    measure everything again."""
-    return Path(os.environ.get(ROWS_ENV) or Path("outputs") / "overfit")
+    outputs/overfit beside the notebook (ftkit.core.store)."""
+    return store.runs_dir(ROWS_ENV, "overfit")
 
 
 def share_rows() -> str:
-    """Set up where the chapter's notebooks keep and find their rows, and say where. On Colab, Google Drive (mounted
-    once, asking for access): a notebook opened from its badge gets a fresh runtime whose disk the others never see, so
-    without Drive 3.2-3.6 would train again every row the notebooks before them measured (97 runs instead of 30 in the
-    t4 profile). Elsewhere, and when Drive is refused, rows_dir() as it is. Used in every chapter-3 notebook's setup cell."""
-    if in_colab() and ROWS_ENV not in os.environ and mount_drive():
-        os.environ[ROWS_ENV] = str(drive_dir("overfit-rows"))
-    return f"measured rows are kept in {rows_dir()}: a row measured once with the same settings is read back"
+    """Where the chapter's notebooks keep and find their rows, said in every chapter-3 notebook's setup cell: on Colab,
+    Google Drive, so that 3.2-3.6 do not train again every row the notebooks before them measured (97 runs instead of
+    30 in the t4 profile)."""
+    return store.share_on_drive(ROWS_ENV, "overfit", "overfit-rows")
 
 
 def row_path(remedy: str, seed: int, profile: Profile | None = None, model: str | None = None) -> Path:
     """The file of one row: one per remedy, seed and settings (a change of settings or code gives a new file)."""
-    slug = "".join(c if c.isalnum() else "-" for c in remedy)
-    return rows_dir() / f"{slug}-seed{seed}-{_digest(settings_of(remedy, profile, model, seed))}.json"
+    from ftkit.chapters.overfitting import remedies, rows, sizes
+
+    key = store.digest(settings_of(remedy, profile, model, seed), (sizes, remedies, rows))
+    return store.run_path(rows_dir(), remedy, seed, key)
 
 
 def overfit_run(remedy: str = "baseline", profile: Profile | None = None, seed: int | None = None, *,
@@ -278,8 +257,9 @@ def overfit_run(remedy: str = "baseline", profile: Profile | None = None, seed: 
     setup = setup_of(profile)
     seed = setup.seeds[0] if seed is None else seed
     path = row_path(remedy, seed, profile, model)
-    if reuse and not keep_model and path.is_file():
-        return Row(**json.loads(path.read_text()), from_cache=True)
+    kept_row = store.read(path) if reuse and not keep_model else None
+    if kept_row is not None:
+        return Row(**kept_row, from_cache=True)
     chosen, model, data = remedy_of(remedy), model or profile.model, overfit_data(profile, remedy)
     kept = KeepCheckpoints()
     result = run_experiment("lora", hyperparameters_of(remedy, profile, seed), profile=profile, model=model, data=data,
@@ -304,10 +284,7 @@ def overfit_run(remedy: str = "baseline", profile: Profile | None = None, seed: 
               noise_margins={when: m["noise"] for when, m in measured.items()}, test=test, heldout=heldout,
               answers=answers, leaks=find_leaks(answers, data["heldout"], data["train"]),
               adapter=adapter, measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")  # notebooks may run side by side: a reader never sees half
-    tmp.write_text(json.dumps(row.as_dict(), indent=1))
-    os.replace(tmp, path)
+    store.write(path, row.as_dict())
     row.trained_model, row.checkpoints = (net, kept) if keep_model else (None, None)
     return row
 
