@@ -46,7 +46,7 @@ def notebook_seconds(junit_xml: Path) -> dict[str, float]:
 def record(executed: Path, profile: str, workers: int = 1, threads: int | None = None) -> dict:
     """Write run.json beside the executed notebooks: what produced their numbers, and how they ran (how many notebooks
     at a time, on how many threads each: two one-core kernels side by side take longer each than one kernel alone).
-    Each pytest of the run wrote a junit*.xml (chapter 3 has its own, see scripts/execute_notebooks.sh)."""
+    Each pytest of the run wrote a junit*.xml (chapters 3 and 5 have their own, see scripts/execute_notebooks.sh)."""
     seconds = {}
     for junit in sorted(executed.glob("junit*.xml")):
         seconds |= notebook_seconds(junit)
@@ -237,10 +237,10 @@ def run_time_sentence(runs: list[dict], notebook: str) -> str | None:
 
 
 def how(run: dict) -> str:
-    """", 2 notebooks at a time on 1 core each, chapter 3 beside them" for a run.json of notebooks run side by side
-    (chapter 3's pytest adds one kernel while it runs: scripts/execute_notebooks.sh); "" for one at a time."""
+    """", 2 notebooks at a time on 1 core each, chapters 3 and 5 beside them" for a run.json of notebooks run side by side
+    (the pytest of chapters 3 and 5 adds one kernel while it runs: scripts/execute_notebooks.sh); "" for one at a time."""
     workers = run.get("workers", 1)
-    return (f", {workers} notebooks at a time on {run.get('threads', 1)} core each, chapter 3 beside them"
+    return (f", {workers} notebooks at a time on {run.get('threads', 1)} core each, chapters 3 and 5 beside them"
             if workers > 1 else "")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ftkit.chapters.advice.sizes import setup_of as advice_setup  # noqa: E402
 from ftkit.chapters.hyperparameters.sizes import sizes as hyperparameter_sizes  # noqa: E402
 from ftkit.chapters.methods.sizes import sizes as method_sizes  # noqa: E402
 
@@ -105,6 +106,14 @@ def runs(profile) -> dict:
         # chapter 4 runs on the CPU in every profile (ftkit.scaling.run_sizes): Colab's 2 CPUs are a laptop's 2 cores
         "4.1": dict(runs=0, cpu_profile_s=True, model="built-in"),
         "4.2": dict(runs=0, model=None),  # arithmetic only
+        # chapter 5 with its runs on Google Drive (ftkit.advice.share_runs): 5.1 plain LoRA and two arms, 5.2 full FT and
+        # QLoRA, 5.3 four arms (DoRA about twice a LoRA step), each on every seed, each scored on the test rows
+        **{name: dict(steps=[(f, a.steps, a.batch_size) for f in factors] * len(a.seeds),
+                      eval_rows=len(factors) * len(a.seeds) * (a.steps // a.eval_every + 1) * a.n_eval,
+                      answers=len(factors) * len(a.seeds) * a.n_eval, runs=len(factors) * len(a.seeds))
+           for a in [advice_setup(p)]
+           for name, factors in (("5.1", (lora, lora, lora)), ("5.2", (full, lora)), ("5.3", (lora, 2 * lora, lora, lora)))},
+        "5.4": dict(runs=0),  # every run is read back
         "capstone": dict(model="7b", steps=[(6, p.max_steps, p.batch_size)],  # 4 N + 2 N recomputed (checkpointing)
                          eval_rows=p.max_steps // p.eval_every * p.n_eval, answers=2 * p.n_eval, runs=0,
                          loads_7b=2),  # train, then reload the adapter onto a fresh 4-bit base (the merge needs
@@ -135,7 +144,8 @@ def seconds(work: dict, profile) -> dict:
 
 NOTES = {"capstone": "Qwen2.5-7B-Instruct, 120 steps, its 15 GB download included",
          "4.1": "its two processes run on Colab's CPU", **{f"3.{i}": "with Google Drive keeping the chapter's rows"
-                                                         for i in range(1, 7)}}
+                                                         for i in range(1, 7)},
+         **{f"5.{i}": "with Google Drive keeping the chapter's runs" for i in range(1, 5)}}
 
 
 def write_headers(minutes: dict) -> list[Path]:
@@ -146,10 +156,10 @@ def write_headers(minutes: dict) -> list[Path]:
     sys.path.insert(0, str(ROOT / "scripts"))
     from gpu_check import notebook_paths
 
-    names = {path: name.replace("3.1-3.6", "") for name, paths in notebook_paths().items() for path in paths}
+    names = {path: "" if "-" in name else name for name, paths in notebook_paths().items() for path in paths}
     changed = []
     for path in all_notebooks(ROOT):
-        name = names[path] or f"3.{int(path.name[:2])}"
+        name = names[path] or f"{int(path.parent.name[:2])}.{int(path.name[:2])}"
         nb = json.loads(path.read_text())
         cell = nb["cells"][0]
         text = "".join(cell["source"])

@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 # Notebooks by short name, in the order they start: the slowest first (chapter 3 is one job: its notebooks share rows),
 # then those a T4 broke before issue 20, then the rest.
 CHAPTER_3 = "3.1-3.6"
-ORDER = [CHAPTER_3, "capstone", "1.3", "1.4", "2.2", "2.3", "2.5", "2.1", "2.4", "0", "1.1", "1.2", "1.5", "4.1", "4.2"]
+CHAPTER_5 = "5.1-5.4"  # like chapter 3, its notebooks share their measured runs: one job, in order
+ORDER = [CHAPTER_3, CHAPTER_5, "capstone", "1.3", "1.4", "2.2", "2.3", "2.5", "2.1", "2.4", "0", "1.1", "1.2", "1.5", "4.1", "4.2"]
 MEMORY_CHECK_MODELS = ["HuggingFaceTB/SmolLM2-135M", "HuggingFaceTB/SmolLM2-360M", "Qwen/Qwen2.5-0.5B"]
 
 
@@ -49,8 +50,8 @@ def notebook_paths() -> dict[str, list[Path]]:
             jobs["capstone"] = [path]
         elif len(parts) == 2:
             jobs["0"] = [path]
-        elif parts[1].startswith("03_"):
-            jobs.setdefault(CHAPTER_3, []).append(path)
+        elif parts[1].startswith(("03_", "05_")):
+            jobs.setdefault(CHAPTER_3 if parts[1].startswith("03_") else CHAPTER_5, []).append(path)
         else:
             jobs[f"{int(parts[1][:2])}.{int(parts[2][:2])}"] = [path]
     return jobs

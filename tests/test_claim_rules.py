@@ -21,6 +21,8 @@ from ftkit.chapters.methods.verdicts import ROW_CLAIMS, summary_verdicts, table_
 from ftkit.chapters.overfitting import verdicts as ch3
 from ftkit.chapters.overfitting.remedies import REMEDIES
 from ftkit.chapters.overfitting.rows import Row
+from ftkit.chapters.advice import verdicts as ch5
+from ftkit.chapters.advice.runs import ArmRow
 from ftkit.chapters.scaling import verdicts as ch4
 from ftkit.core.claims import AGREES, DIFFERS, NOT_SETTLED, Verdict, load_claims
 from test_compare import made_up_facts  # numbers shaped like a CPU run of SmolLM2-135M (tests/test_compare.py)
@@ -366,6 +368,65 @@ def cluster(params_b: dict, gib_per_gpu: float, gpu: str, measured: float) -> Ve
 CLUSTER = dict(params_b={"1B": 1.2, "7B": 6.7, "70B": 69.0}, gib_per_gpu=78.1, gpu="80 GB", measured=16.2)
 add("4.cluster", cluster, CLUSTER,
     differs=[("gib_per_gpu", 140.0), ("gpu", "141 GB")])  # H200-class cards: 70B fits 8 of them (131 GiB each)
+
+
+# --- chapter 5: the field's advice, each arm against plain LoRA on three seeds ------------------------------------
+
+
+def arm_row(name: str, seed: int, test: float, tokens_per_s: float = 300.0, kl: float = 0.01,
+            train: tuple = (0.6, 0.4, 0.3, 0.25), val: tuple = (0.5, 0.4)) -> ArmRow:
+    """A made-up arm's run: its test loss (every test row at that value), speed, KL on general text, and training and
+    validation losses (validation every len(train) / len(val) steps)."""
+    every = len(train) // len(val)
+    history = [{"step": i + 1, "train_loss": v} for i, v in enumerate(train)]
+    history += [{"step": every * (i + 1), "eval_loss": v} for i, v in enumerate(val)]
+    return ArmRow(method="lora", model="m", hyperparameters={"seed": seed}, history=history, arm=name,
+                  test_losses=[test] * 4, scores={"test": {"exact_match": 0.5}}, tokens_per_s=tokens_per_s,
+                  step_memory={"total": 7 * 10**8, "activations": 4 * 10**8}, trainable_params=10**6, kl=[kl] * 2,
+                  kl_quantized=[kl / 2] * 2)
+
+
+def arms(other: str, mine: tuple, base: tuple = (0.10, 0.11, 0.12), value: str = "test", **plain) -> dict:
+    """Plain LoRA's three seeds (test losses `base`) and one other arm's, `value` (test, tokens_per_s or kl) set per
+    seed from `mine`."""
+    rows = {"plain LoRA": [arm_row("plain LoRA", s, test=b, **plain) for s, b in enumerate(base)]}
+    rows[other] = [arm_row(other, s, **{"test": base[s], **plain, value: v}) for s, v in enumerate(mine)]
+    return rows
+
+
+BETTER, WORSE5, NOISY5 = (0.05, 0.055, 0.06), (0.20, 0.21, 0.22), (0.05, 0.22, 0.13)  # -50 %; +90 %; -50, +100, +8
+add("5.completion-only", lambda mine: ch5.completion_verdict(arms("whole-sequence loss", mine)), dict(mine=WORSE5),
+    differs=[("mine", BETTER)], not_settled=[("mine", NOISY5)])
+add("5.which-layers", lambda mine: ch5.layers_verdict(arms("q, v only", mine)), dict(mine=WORSE5),
+    differs=[("mine", BETTER)], not_settled=[("mine", NOISY5)])
+for claim, name in (("5.neftune", "NEFTune"), ("5.dora", "DoRA"), ("5.loraplus", "LoRA+")):
+    add(claim, lambda mine, name=name: ch5.method_verdict(arms(name, mine), name), dict(mine=BETTER),
+        differs=[("mine", WORSE5)], not_settled=[("mine", NOISY5)])
+add("5.forgetting", lambda mine: ch5.forgetting_verdict(arms("full FT", mine, value="kl", kl=0.01)),
+    dict(mine=(0.05, 0.06, 0.055)),  # full FT moves general text 5x more than LoRA's 0.01
+    differs=[("mine", (0.002, 0.003, 0.001))], not_settled=[("mine", (0.002, 0.05, 0.01))])
+CLEAN = {"padding_free": 5e-5, "with_cache": 27.0, "one_document": 30.0, "rows": 4, "tokens": 300}
+add("5.padding-free", lambda check, mine: ch5.padding_free_verdict(
+        arms("padding-free", mine, value="tokens_per_s"), check), dict(check=CLEAN, mine=(330.0, 340.0, 335.0)),
+    differs=[("check", "padding_free", 27.0)],  # the flat row's examples attend to each other
+    not_settled=[("mine", (250.0, 400.0, 310.0))])  # faster by -18 %, +29 %, +3 %: inside the noise
+
+
+def rule(val: tuple, train: tuple = (0.6, 0.3, 0.15, 0.1, 0.08, 0.06, 0.05, 0.05)) -> Verdict:
+    """train_loss_rule_verdict on three seeds of plain LoRA: training loss below 0.2 at step 3, validation every 2 steps
+    at `val` (one tuple per seed)."""
+    return ch5.train_loss_rule_verdict([arm_row("plain LoRA", s, 0.1, train=train, val=v) for s, v in enumerate(val)])
+
+
+add("5.train-loss-rule", rule, dict(val=((0.4, 0.10, 0.15, 0.20), (0.4, 0.12, 0.16, 0.19), (0.4, 0.11, 0.14, 0.22))),
+    differs=[("val", ((0.4, 0.30, 0.20, 0.10), (0.4, 0.32, 0.21, 0.12), (0.4, 0.29, 0.22, 0.11)))],  # kept falling
+    not_settled=[("train", (0.6, 0.5, 0.4, 0.35, 0.3, 0.3, 0.25, 0.25))])  # the rule never fires
+TRAINER = {"weight_diff": 3e-7, "accumulated": ArmRow(method="lora", model="m",
+                                                       hyperparameters={"batch_size": 2, "gradient_accumulation_steps": 4})}
+add("5.accumulation", ch5.accumulation_verdict,
+    dict(trainer=TRAINER, gap={"per_micro_batch": 2.3, "whole_batch": 7e-8, "tokens": [10, 68, 9, 66]}),
+    differs=[("trainer", "weight_diff", 0.3)],  # the accumulated update is 30 % off the big batch's
+    not_settled=[("gap", "tokens", [40, 40, 40, 40])])  # even lengths: no normalisation can show
 
 
 # --- the tests ------------------------------------------------------------------------------------------------------

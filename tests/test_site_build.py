@@ -73,7 +73,7 @@ def test_headers_say_when_notebooks_ran_side_by_side():
     side_by_side = {**RUN, "workers": 2, "threads": 1, "seconds": {"notebooks/a.ipynb": 80.0}}
     assert build_site.run_time_sentence([side_by_side], "notebooks/a.ipynb") == (
         "CPU: `ci` profile 80 s (measured by nbmake under `make test` / `make site` on a 2-core CPU, 2026-11-29, "
-        "2 notebooks at a time on 1 core each, chapter 3 beside them).\n")
+        "2 notebooks at a time on 1 core each, chapters 3 and 5 beside them).\n")
     alone = {**RUN, "workers": 1, "threads": 2, "seconds": {"notebooks/a.ipynb": 60.0}}
     assert "at a time" not in build_site.run_time_sentence([alone], "notebooks/a.ipynb")
 
@@ -84,7 +84,7 @@ def test_record_reads_every_pytest_of_the_run(tmp_path):
                                      '</testsuite></testsuites>')
 
     junit("junit.xml", "notebooks/00_start_here.ipynb", 12.0)
-    junit("junit-chapter3.xml", "notebooks/03_overfitting/01_see_it.ipynb", 34.0)  # chapter 3's own pytest
+    junit("junit-ordered.xml", "notebooks/03_overfitting/01_see_it.ipynb", 34.0)  # chapters 3 and 5: their own pytest
     run = build_site.record(tmp_path, "ci", workers=2, threads=1)
     assert run["seconds"] == {"notebooks/00_start_here.ipynb": 12.0, "notebooks/03_overfitting/01_see_it.ipynb": 34.0}
 
