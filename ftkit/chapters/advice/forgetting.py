@@ -7,6 +7,7 @@ Used in notebooks/05_field_advice/02_what_finetuning_forgets.ipynb: `ftkit.advic
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import cache
 
 import torch
 
@@ -71,9 +72,10 @@ def text_logprobs(model, tokenizer, texts=GENERAL_TEXTS) -> list[torch.Tensor]:
     return out
 
 
+@cache
 def reference_logprobs(model_name: str, profile, texts=GENERAL_TEXTS) -> list[torch.Tensor]:
     """The base model's next-token log-probabilities on the general texts, loaded as every arm loads its base (the
-    profile's precision): the reference each fine-tuned model is measured against."""
+    profile's precision): the reference each fine-tuned model is measured against (computed once per process)."""
     with quiet_loading():
         base, tokenizer = load_model(model_name, "full", precision=profile.precision, device=profile.device)
     try:

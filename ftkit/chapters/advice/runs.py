@@ -55,7 +55,7 @@ class ArmRow(Result):
 
     @property
     def exact_match(self) -> float | None:
-        """The test split's exact match, or None where the profile does not generate (Setup.exact_match)."""
+        """The test split's exact match, or None where the profile does not generate (Setup.generate)."""
         return self.scores.get("test", {}).get("exact_match")
 
     @property
@@ -109,14 +109,15 @@ def arm_run(name: str, profile: Profile | None = None, seed: int | None = None, 
     reference = reference_logprobs(model, profile) if forgetting else None
     result = run_experiment(arm.method, hyperparameters_of(name, profile, seed), profile=profile, model=model,
                             data=data, eval_every=setup.eval_every, save=False,
-                            score_splits=("test",) if setup.exact_match else (), progress=progress)
+                            score_splits=("test",) if setup.generate else (), progress=progress)
     net, tokenizer = result.trained_model, load_tokenizer(model)
     row = ArmRow(**result.as_dict(), arm=name, claim=arm.claim, changes=dict(arm.changes),
                  test_losses=row_losses(net, tokenizer, list(data["test"])),
                  step_memory=step_memory(name, profile, model, list(data["train"])[:setup.batch_size], seed),
                  measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     if forgetting:
-        row.kl, row.general = general_kl(net, tokenizer, reference), general_answers(net, tokenizer)
+        row.kl = general_kl(net, tokenizer, reference)
+        row.general = general_answers(net, tokenizer) if setup.generate else []
         row.kl_quantized = general_kl(net, tokenizer, reference, adapters=False) if arm.method == "qlora" else []
     store.write(path, row.as_dict())
     row.trained_model = net if keep_model else None
