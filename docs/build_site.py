@@ -43,7 +43,7 @@ def notebook_seconds(junit_xml: Path) -> dict[str, float]:
     return seconds
 
 
-def record(executed: Path, profile: str, workers: int = 1, threads: int | None = None) -> dict:
+def record(executed: Path, profile: str, workers: int = 1, threads: int | None = None, beside: str = "") -> dict:
     """Write run.json beside the executed notebooks: what produced their numbers, and how they ran (how many notebooks
     at a time, on how many threads each: two one-core kernels side by side take longer each than one kernel alone).
     Each pytest of the run wrote a junit*.xml (chapters 3 and 5 have their own, see scripts/execute_notebooks.sh)."""
@@ -54,7 +54,7 @@ def record(executed: Path, profile: str, workers: int = 1, threads: int | None =
 
     run = {"profile": profile, "machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
            "python": platform.python_version(), "workers": workers, "threads": threads or os.cpu_count(),
-           "seconds": seconds}
+           "beside": beside, "seconds": seconds}
     (executed / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
     verdicts = {"profile": profile, "date": run["date"], "verdicts": collect_verdicts(executed)}
     (executed / VERDICTS_FILE).write_text(json.dumps(verdicts, indent=1, ensure_ascii=False) + "\n")
@@ -238,9 +238,11 @@ def run_time_sentence(runs: list[dict], notebook: str) -> str | None:
 
 def how(run: dict) -> str:
     """", 2 notebooks at a time on 1 core each, chapters 3 and 5 beside them" for a run.json of notebooks run side by side
-    (the pytest of chapters 3 and 5 adds one kernel while it runs: scripts/execute_notebooks.sh); "" for one at a time."""
+    (chapters 3 and 5 each add one kernel while they run: scripts/execute_notebooks.sh), and what else ran beside them
+    (make test: the unit tests and the T4 lane); "" for one at a time."""
     workers = run.get("workers", 1)
-    return (f", {workers} notebooks at a time on {run.get('threads', 1)} core each, chapters 3 and 5 beside them"
+    others = f" and {run['beside']}" if run.get("beside") else ""
+    return (f", {workers} notebooks at a time on {run.get('threads', 1)} core each, chapters 3 and 5{others} beside them"
             if workers > 1 else "")
 
 
@@ -271,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     rec.add_argument("--profile", required=True)
     rec.add_argument("--workers", type=int, default=1, help="notebooks run at a time (pytest-xdist's -n)")
     rec.add_argument("--threads", type=int, help="threads of each notebook's kernel (OMP_NUM_THREADS)")
+    rec.add_argument("--beside", default="", help="what else ran at the same time (make test: the unit tests, ...)")
     build = sub.add_parser("html", help="build the site from the executed notebooks")
     build.add_argument("executed", type=Path)
     build.add_argument("out", type=Path)
@@ -278,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     head.add_argument("runs", type=Path, nargs="+")
     args = parser.parse_args(argv)
     if args.command == "record":
-        print(json.dumps(record(args.executed, args.profile, args.workers, args.threads), indent=2))
+        print(json.dumps(record(args.executed, args.profile, args.workers, args.threads, args.beside), indent=2))
     elif args.command == "headers":
         print("\n".join(headers(args.runs)) or "no header changed")
     else:
