@@ -94,8 +94,8 @@ def arm_run(name: str, profile: Profile | None = None, seed: int | None = None, 
     """Train one arm at the chapter's budget and measure it: each test row's answer loss, the test exact match (where
     the profile generates), speed (as run_experiment measures it), one step's memory (step_memory), and for the arms
     5.2 compares (plain LoRA, full FT, QLoRA) how far its predictions on general text moved from the base model's and
-    its answers to everyday questions. With reuse=True (and keep_model=False) an arm measured already with the same settings, seed, library
-    versions and ftkit code is read back, and says when it was measured (ArmRow.measured_at)."""
+    its answers to everyday questions. With reuse=True (and keep_model=False) an arm measured already with the same
+    settings, seed, library versions and ftkit code is read back, and says when it was measured (ArmRow.measured_at)."""
     profile = profile or get_profile()
     setup = setup_of(profile)
     seed = setup.seeds[0] if seed is None else seed

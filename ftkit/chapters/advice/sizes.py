@@ -22,10 +22,10 @@ class Setup:
 
 
 SETUPS = {
-    # 24 of 32 records (training loss falls below 0.2 by step 3); one seed, which measures no noise, so every comparison
-    # of arms is "not settled" in ci: the chapter's code paths run, its verdicts are the cpu profile's. No generation:
-    # answering the 8 test rows was a third of a ci arm (DoRA's: 23 of 53 s), and the verdicts read the test loss.
-    "ci": Setup(n_train=32, n_eval=8, steps=6, batch_size=4, eval_every=3, seeds=(0,), generate=False),
+    # 16 of 32 records; one seed, which measures no noise, so every comparison of arms is "not settled" in ci: the
+    # chapter's code paths run, its verdicts are the cpu profile's. No generation: answering the 8 test rows was a third
+    # of a ci arm (DoRA's: 23 of 53 s), and the verdicts read the test loss. 4 steps keep make test under 20 minutes.
+    "ci": Setup(n_train=32, n_eval=8, steps=4, batch_size=4, eval_every=2, seeds=(0,), generate=False),
     # One epoch of 256 records, 32 test rows, three seeds (the fewest the paired noise rule decides on).
     "cpu": Setup(n_train=256, n_eval=32, steps=32, batch_size=8, eval_every=4, seeds=(0, 1, 2)),
     "gpu": Setup(n_train=1600, n_eval=64, steps=100, batch_size=16, eval_every=10, seeds=(0, 1, 2)),
