@@ -72,8 +72,11 @@ BROWSER_TESTS := tests/test_explorer.py tests/test_lab.py
 unit: prefetch
 	FTKIT_PROFILE=ci $(PY) -m pytest tests -q --durations=10 --ignore=tests/test_site.py
 
+# One thread, like every kernel beside it: torch's two OpenMP threads spin while they wait, and beside six other
+# processes on two cores they stalled the whole run (a fresh clone's make test was still in its unit tests at 1117 s).
 unit-quiet: prefetch
-	FTKIT_PROFILE=ci $(PY) -m pytest tests -q --durations=10 --ignore=tests/test_site.py $(addprefix --ignore=,$(BROWSER_TESTS))
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 FTKIT_PROFILE=ci $(PY) -m pytest tests -q --durations=10 --ignore=tests/test_site.py \
+		$(addprefix --ignore=,$(BROWSER_TESTS))
 
 browser-tests: prefetch
 	FTKIT_PROFILE=ci $(PY) -m pytest $(BROWSER_TESTS) -q

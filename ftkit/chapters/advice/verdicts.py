@@ -52,7 +52,7 @@ def _quality(rows: Rows, name: str) -> str:
     change = versus_plain(rows, name)
     undecided = "" if change.above(0) is not None or change.n < 2 else f", {change.undecided()}"
     em = [exact_match(rows[n]) for n in (name, REFERENCE)]
-    return (f"test loss {mean(rows[name]):.3f} against {mean(rows[REFERENCE]):.3f} for plain LoRA, change "
+    return (f"test loss {mean(rows[name]):.4f} against {mean(rows[REFERENCE]):.4f} for plain LoRA, change "
             f"{change.describe('+.1%')}{undecided}" + ("" if "—" in em else f"; test exact match {em[0]} against {em[1]}"))
 
 
@@ -146,8 +146,8 @@ def forgetting_verdict(rows: Rows) -> Verdict:
     if "QLoRA" in rows:
         detail += (f", QLoRA {mean(rows['QLoRA'], lambda r: r.mean_kl):.4f} (of which its 4-bit base alone "
                    f"{mean(rows['QLoRA'], lambda r: statistics.fmean(r.kl_quantized)):.4f})")
-    detail += (f"; full minus LoRA {kl.describe('+.4f')}; task: test loss full FT {mean(rows['full FT']):.3f} "
-               f"against LoRA {mean(rows[REFERENCE]):.3f} (change {learned.describe('+.1%')})")
+    detail += (f"; full minus LoRA {kl.describe('+.4f')}; task: test loss full FT {mean(rows['full FT']):.4f} "
+               f"against LoRA {mean(rows[REFERENCE]):.4f} (change {learned.describe('+.1%')})")
     return verdict("5.forgetting", kl.above(0.0), detail)
 
 
