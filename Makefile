@@ -19,14 +19,12 @@ SITE_NB_TIMEOUT ?= 3600
 # NB_WORKERS=1 NB_THREADS=2 runs them one by one, as a learner does. Chapter 3 runs in order (see execute).
 NB_WORKERS ?= 2
 NB_THREADS ?= 1
-# What ran beside the notebooks besides themselves, for their headers' "measured ..." (make test sets it).
-BESIDE ?=
 export PYTHONUNBUFFERED := 1
 
 # make bench: the profiles whose batches the benchmark measures (results/bench.json keeps one entry per profile).
 BENCH_PROFILES ?= ci cpu
 
-.PHONY: setup prepare course bench test check browser unit unit-quiet browser-tests prefetch notebooks notebooks-t4 lint lock clean-notebooks lab site site-html site-test \
+.PHONY: setup prepare course bench test check browser unit notebooks notebooks-t4 lint lock clean-notebooks lab site site-html site-test \
 	gpu-check
 
 setup: $(VENV)/.installed
@@ -44,14 +42,8 @@ course: setup
 	$(PY) -m ftkit compare
 
 # Everything CI runs. Its browser tests need headless Chromium: installed first where it can be, else it stops before
-# anything runs. On a fresh machine Chromium (apt) and the virtual environment (pip) download side by side. Then the
-# unit tests, the notebooks (three lanes) and the T4 lane run side by side, so that both cores stay busy to the end:
-# one after the other they took 176 + 778 + 206 s with one core idle at each end (a fresh clone, 2026-12-06, 1264 s in
-# all). The browser tests (the explorer in JupyterLab, JupyterLab itself, the site) run after them, on a quiet machine:
-# their clicks wait seconds, not minutes.
-test: prepare lint
-	@$(MAKE) --no-print-directory -j3 unit-quiet notebooks notebooks-t4 BESIDE="the unit tests and the T4 lane"
-	@$(MAKE) --no-print-directory browser-tests site-html site-test
+# anything runs. On a fresh machine Chromium (apt) and the virtual environment (pip) download side by side.
+test: prepare lint unit notebooks notebooks-t4 site-html site-test
 
 prepare:
 	@$(MAKE) --no-print-directory -j2 browser setup
@@ -67,35 +59,21 @@ lint: setup
 	$(PY) -m ruff check ftkit tests scripts notebooks colab docs
 
 # One at a time: two workers on one core each took as long (150 s), and the explorer's JupyterLab run then missed its
-# timeout. make test runs them in two parts: unit-quiet beside the notebooks, browser-tests after them.
-BROWSER_TESTS := tests/test_explorer.py tests/test_lab.py
-unit: prefetch
+# timeout.
+unit: setup
+	$(PY) -m ftkit prefetch --profile ci
 	FTKIT_PROFILE=ci $(PY) -m pytest tests -q --durations=10 --ignore=tests/test_site.py
 
-# One thread, like every kernel beside it: torch's two OpenMP threads spin while they wait, and beside six other
-# processes on two cores they stalled the whole run (a fresh clone's make test was still in its unit tests at 1117 s).
-unit-quiet: prefetch
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 FTKIT_PROFILE=ci $(PY) -m pytest tests -q --durations=10 --ignore=tests/test_site.py \
-		$(addprefix --ignore=,$(BROWSER_TESTS))
-
-browser-tests: prefetch
-	FTKIT_PROFILE=ci $(PY) -m pytest $(BROWSER_TESTS) -q
-
-# The built-in model converted once (a lock keeps two processes from converting it twice).
-prefetch: setup
-	$(PY) -m ftkit prefetch --profile ci
-
 # Every notebook runs once, as a copy under $(EXECUTED) that keeps its outputs; the site is built from those copies.
-# Chapters 3 and 5 share their measured runs within the chapter, so each runs in order in a pytest of its own, beside
-# the others (scripts/execute_notebooks.sh). BESIDE: what else ran at the same time, said in the notebooks' headers.
+# Chapter 3's notebooks share their measured rows, so they run in order in a pytest of their own, beside the others
+# (scripts/execute_notebooks.sh).
 define execute
 	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) && cp -r notebooks colab $(wildcard results theory.md) $(EXECUTED)/
 	PY=$(PY) bash scripts/execute_notebooks.sh $(EXECUTED) $(1) $(2) $(NB_WORKERS) $(NB_THREADS)
-	$(PY) docs/build_site.py record $(EXECUTED) --profile $(1) --workers $(NB_WORKERS) --threads $(NB_THREADS) \
-		--beside "$(BESIDE)"
+	$(PY) docs/build_site.py record $(EXECUTED) --profile $(1) --workers $(NB_WORKERS) --threads $(NB_THREADS)
 endef
 
-notebooks: prefetch
+notebooks: setup
 	$(call execute,ci,$(NB_TIMEOUT))
 
 # The T4 emulation lane: the notebooks a T4 broke before (QLoRA, devices, the model's shape) and the capstone, run as
@@ -108,7 +86,7 @@ T4_LANE := notebooks/01_methods/03_three_methods_side_by_side.ipynb notebooks/01
 	notebooks/02_hyperparameters/02_batch_size.ipynb notebooks/02_hyperparameters/03_rank_and_alpha.ipynb \
 	notebooks/02_hyperparameters/05_solutions.ipynb colab/capstone_qlora_t4.ipynb
 
-notebooks-t4: prefetch
+notebooks-t4: setup
 	rm -rf $(EXECUTED_T4) && mkdir -p $(EXECUTED_T4) && cp -r notebooks colab $(wildcard results theory.md) $(EXECUTED_T4)/
 	cd $(EXECUTED_T4) && FTKIT_EMULATE=t4 FTKIT_PROFILE=ci FTKIT_SEEDS=1 OMP_NUM_THREADS=$(NB_THREADS) MKL_NUM_THREADS=$(NB_THREADS) \
 		$(abspath $(PY)) -m pytest --nbmake -n $(NB_WORKERS) --dist worksteal --nbmake-timeout=$(NB_TIMEOUT) --overwrite \
