@@ -33,7 +33,7 @@ _CORE = {
                "random_batch", "random_model", "weights_by_dtype"],
     "estimate": ["GPUS", "base_weight_bytes", "estimate_memory", "fit_table", "fits_on", "lora_params"],
     "claims": ["AGREES", "DIFFERS", "NOT_SETTLED", "Verdict", "recorded", "show", "verdict"],
-    "evidence": ["Independent", "Paired", "independent", "mean_of", "paired", "relative_change"],
+    "evidence": ["Independent", "Paired", "by_seed", "independent", "mean_of", "paired", "relative_change"],
     "plots": ["plot_bars", "plot_losses", "plot_lr", "plot_stacked"],
 }
 # Namespaces: the chapters, the exercise checks.

@@ -121,6 +121,11 @@ def paired(a: Mapping | Sequence, b: Mapping | Sequence) -> Paired:
     return Paired(tuple(float(x) - float(y) for x, y in values))
 
 
+def by_seed(rows, value) -> dict[int, float]:
+    """{seed: value(row)} for one arm's rows (anything with a .seed): the form paired() and relative_change() pair."""
+    return {r.seed: value(r) for r in rows}
+
+
 def relative_change(a: Mapping, b: Mapping) -> Paired:
     """The relative change of arm a from arm b, seed by seed (a[s] / b[s] - 1 for every seed both ran: same data order,
     same initial adapters), as paired differences for the noise rule."""

@@ -60,6 +60,13 @@ def read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def recall(path: Path, row_type, *, reuse: bool = True):
+    """A kept run read back as row_type(**values, from_cache=True), or None when it was not measured yet or reuse is
+    off (the chapters' overfit_run and arm_run train it then)."""
+    values = read(path) if reuse else None
+    return None if values is None else row_type(**values, from_cache=True)
+
+
 def write(path: Path, values: dict) -> None:
     """Keep a run's values, written whole: notebooks may run side by side, and a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ from .runs import ArmRow, arm_rows, arm_run, runs_dir, share_runs, step_memory
 from .sizes import SETUPS, setup_of
 from .verdicts import (
     accumulation_verdict,
-    by_seed,
     chapter_verdicts,
     completion_verdict,
     forgetting_verdict,
@@ -28,7 +27,7 @@ from .verdicts import (
 )
 
 __all__ = [
-    "accumulation_verdict", "advice_data", "Arm", "arm_of", "arm_rows", "arm_run", "ARMS", "ArmRow", "by_seed",
+    "accumulation_verdict", "advice_data", "Arm", "arm_of", "arm_rows", "arm_run", "ARMS", "ArmRow",
     "chapter_verdicts", "completion_verdict", "forgetting_verdict", "GENERAL_PROMPTS", "GENERAL_TEXTS",
     "general_answers", "general_kl", "hyperparameters_of", "layers_verdict", "method_verdict", "normalisation_gap",
     "packing_check", "padding_free_verdict", "REFERENCE", "reference_logprobs", "row_gradient",

@@ -100,9 +100,9 @@ def arm_run(name: str, profile: Profile | None = None, seed: int | None = None, 
     setup = setup_of(profile)
     seed = setup.seeds[0] if seed is None else seed
     path = run_path(name, seed, profile, model)
-    kept = store.read(path) if reuse and not keep_model else None
+    kept = store.recall(path, ArmRow, reuse=reuse and not keep_model)
     if kept is not None:
-        return ArmRow(**kept, from_cache=True)
+        return kept
     arm, model = arm_of(name), model or profile.model
     data = advice_data(profile)
     forgetting = arm.claim == "5.forgetting" or name == REFERENCE  # the arms 5.2 compares on general text

@@ -12,7 +12,7 @@ import statistics
 from ftkit.chapters.advice.arms import ARMS, REFERENCE
 from ftkit.chapters.advice.runs import ArmRow
 from ftkit.core.claims import Verdict, verdict
-from ftkit.core.evidence import Paired, log_ratios, mean_of, relative_change
+from ftkit.core.evidence import Paired, by_seed, log_ratios, mean_of, paired, relative_change
 from ftkit.core.memory import human_bytes
 
 RULE_THRESHOLD = 0.2  # Unsloth's guide: "training loss below 0.2 means overfitting"
@@ -20,11 +20,6 @@ CONTAMINATION = 1e-3  # largest logit difference (fp32) still counted as the sam
 TRAINER_TOLERANCE = 0.01  # accumulated update against the big batch's, relative to the update: fp32 noise is ~1e-7
 
 Rows = dict[str, list[ArmRow]]
-
-
-def by_seed(rows: list[ArmRow], value=lambda r: r.test_loss) -> dict[int, float]:
-    """{seed: value(row)} for one arm's rows."""
-    return {r.seed: value(r) for r in rows}
 
 
 def mean(rows: list[ArmRow], value=lambda r: r.test_loss) -> float:
@@ -89,10 +84,16 @@ def layers_verdict(rows: Rows) -> Verdict:
                    "the guides' choice; chapter 2's 2.rank-all-linear compares placements at matched parameters)")
 
 
+def speed_change(rows: Rows, name: str) -> Paired:
+    """log(tokens/s of the arm / plain LoRA's), seed by seed."""
+    mine, plain = (by_seed(rows[n], lambda r: r.tokens_per_s) for n in (name, REFERENCE))
+    seeds = [s for s in mine if s in plain]
+    return log_ratios([mine[s] for s in seeds], [plain[s] for s in seeds])
+
+
 def speed_and_memory(rows: Rows, name: str) -> str:
     """'x0.52 plain LoRA's tokens/s (...); one step holds 1.2 GB against 1.0 GB (activations 300 MB against 250 MB)'"""
-    speed = log_ratios(list(by_seed(rows[name], lambda r: r.tokens_per_s).values()),
-                       list(by_seed(rows[REFERENCE], lambda r: r.tokens_per_s).values()))
+    speed = speed_change(rows, name)
     held = [rows[n][0].step_memory for n in (name, REFERENCE)]
     return (f"x{math.exp(speed.mean):.2f} plain LoRA's tokens/s ({mean_of(speed.n)}); one training step holds "
             f"{human_bytes(held[0]['total'])} against {human_bytes(held[1]['total'])} (activations "
@@ -121,8 +122,7 @@ def method_verdict(rows: Rows, name: str) -> Verdict:
 def padding_free_verdict(rows: Rows, check: dict) -> Verdict:
     """5.padding-free: differs when a padding-free row's logits are not those of its examples alone (contamination)
     or when it trains credibly slower than padded batches; holds when they are the same and it is credibly faster."""
-    speed = log_ratios(list(by_seed(rows["padding-free"], lambda r: r.tokens_per_s).values()),
-                       list(by_seed(rows[REFERENCE], lambda r: r.tokens_per_s).values()))
+    speed = speed_change(rows, "padding-free")
     clean = check["padding_free"] <= CONTAMINATION
     faster = speed.above(0.0)
     holds = False if not clean or faster is False else faster
@@ -138,8 +138,7 @@ def forgetting_verdict(rows: Rows) -> Verdict:
     """5.forgetting: holds when full fine-tuning moves the model's predictions on general text credibly more than
     LoRA (mean KL(base || tuned) per seed), each at its own best rate, differs when credibly less. The detail says what
     each learned (test loss), so "forgets less" is read beside "learns less"."""
-    kl = Paired(tuple(by_seed(rows["full FT"], lambda r: r.mean_kl)[s] - v
-                      for s, v in by_seed(rows[REFERENCE], lambda r: r.mean_kl).items()))
+    kl = paired(by_seed(rows["full FT"], lambda r: r.mean_kl), by_seed(rows[REFERENCE], lambda r: r.mean_kl))
     learned = versus_plain(rows, "full FT")
     detail = (f"KL(base || tuned) on general text, nats per token ({mean_of(len(rows[REFERENCE]))}): full FT "
               f"{mean(rows['full FT'], lambda r: r.mean_kl):.4f}, LoRA {mean(rows[REFERENCE], lambda r: r.mean_kl):.4f}")

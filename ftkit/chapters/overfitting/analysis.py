@@ -7,7 +7,7 @@ import math
 import statistics
 
 from ftkit.chapters.overfitting.rows import Row
-from ftkit.core.evidence import Paired, relative_change
+from ftkit.core.evidence import Paired, by_seed, relative_change
 from ftkit.core.plots import _axes
 
 
@@ -66,11 +66,6 @@ def loader_passes(n_rows: int, steps: int, batch_size: int, seed: int = 0) -> fl
             yield from loader
 
     return sum(len(batch) for batch in itertools.islice(forever(), steps)) / n_rows
-
-
-def by_seed(rs: list[Row], value) -> dict[int, float]:
-    """{seed: value(row)} for one remedy's rows."""
-    return {r.seed: value(r) for r in rs}
 
 
 def against_baseline(name: str, rows: dict[str, list[Row]], value=lambda r: r.test_loss) -> Paired:

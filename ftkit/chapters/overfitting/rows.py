@@ -257,9 +257,9 @@ def overfit_run(remedy: str = "baseline", profile: Profile | None = None, seed: 
     setup = setup_of(profile)
     seed = setup.seeds[0] if seed is None else seed
     path = row_path(remedy, seed, profile, model)
-    kept_row = store.read(path) if reuse and not keep_model else None
+    kept_row = store.recall(path, Row, reuse=reuse and not keep_model)
     if kept_row is not None:
-        return Row(**kept_row, from_cache=True)
+        return kept_row
     chosen, model, data = remedy_of(remedy), model or profile.model, overfit_data(profile, remedy)
     kept = KeepCheckpoints()
     result = run_experiment("lora", hyperparameters_of(remedy, profile, seed), profile=profile, model=model, data=data,
