@@ -41,7 +41,7 @@ def row_gradient(model, tokenizer, row: dict) -> tuple[torch.Tensor, int]:
     """The gradient of one row's summed answer loss (every answer token's cross-entropy, added) over the trainable
     weights, flat, and its number of answer tokens. One row at a time: no padding to shift anything."""
     text = tokenizer.apply_chat_template(row["messages"], tokenize=False)
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids.to(next(model.parameters()).device)
     labels = ids.clone()
     labels[0, :prompt_length(tokenizer, row["messages"])] = -100
     model.zero_grad(set_to_none=True)
@@ -93,13 +93,14 @@ def packing_check(model, tokenizer, rows: list[dict]) -> dict:
     flat = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)(
         [{"input_ids": ids} for ids in encoded])
     model.eval()
+    device = next(model.parameters()).device
     with torch.no_grad():
-        alone = [model(input_ids=torch.tensor([ids])).logits[0].float() for ids in encoded]
-        inputs = {k: v for k, v in flat.items() if k != "labels"}
+        alone = [model(input_ids=torch.tensor([ids], device=device)).logits[0].float() for ids in encoded]
+        inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in flat.items() if k != "labels"}
         packed = model(**inputs, use_cache=False).logits[0].float()  # as in training: the Trainer turns the cache off
         cached = model(**inputs, use_cache=True).logits[0].float()  # with a KV cache: the boundaries go unread
-        running = torch.arange(flat["input_ids"].shape[1])[None]
-        document = model(input_ids=flat["input_ids"], position_ids=running, use_cache=False).logits[0].float()
+        running = torch.arange(flat["input_ids"].shape[1], device=device)[None]
+        document = model(input_ids=inputs["input_ids"], position_ids=running, use_cache=False).logits[0].float()
     bounds = torch.tensor([0, *map(len, encoded)]).cumsum(0).tolist()
 
     def largest(logits):
