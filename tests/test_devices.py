@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ftkit
-from ftkit.chapters import capstone as colab
+from ftkit.chapters import advice, capstone as colab
 from ftkit.tools.notebooks import ROOT, all_notebooks
 from ftkit.core.models import base_model
 
@@ -53,7 +53,7 @@ def test_the_check_catches_cpu_tensors_fed_to_a_gpu_model(on_meta, rows):
 
 
 @pytest.mark.parametrize("function", ["gradient_noise", "measure_memory", "generate_answers", "row_losses",
-                                      "prompt_logits"])
+                                      "prompt_logits", "row_gradient", "packing_check", "text_logprobs"])
 def test_ftkit_feeds_the_model_on_its_device(on_meta, rows, function, monkeypatch):
     model, tokenizer = on_meta
     # generate() cannot run on meta tensors (it reads token ids back): the tensors it is given go to the forward
@@ -67,6 +67,9 @@ def test_ftkit_feeds_the_model_on_its_device(on_meta, rows, function, monkeypatc
         "generate_answers": lambda: ftkit.generate_answers(model, tokenizer, conversations, progress=False),
         "row_losses": lambda: ftkit.row_losses(model, tokenizer, rows[:2]),
         "prompt_logits": lambda: colab.prompt_logits(model, tokenizer, conversations),
+        "row_gradient": lambda: advice.row_gradient(model, tokenizer, rows[0]),  # chapter 5's accumulation check
+        "packing_check": lambda: advice.packing_check(model, tokenizer, rows[:2]),  # chapter 5's padding-free check
+        "text_logprobs": lambda: advice.text_logprobs(model, tokenizer, ["General text the task never touches."]),
     }
     assert fed(calls[function]) == ["meta"]
 

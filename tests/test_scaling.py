@@ -90,7 +90,8 @@ def test_meter_sees_a_tensor_that_lives_only_inside_the_step():
         del x
     assert seen["trace"] and max(value for _, value in seen["trace"]) == seen["allocated"]
     after = meter.now()
-    assert seen["allocated"] - before["allocated"] >= size
+    # the whole tensor, less 1 MiB for what the interpreter frees meanwhile (36 KB in one run); unseen it would be ~0
+    assert seen["allocated"] - before["allocated"] >= size - 2**20
     assert abs(after["allocated"] - before["allocated"]) < size / 8
 
 
