@@ -58,11 +58,13 @@ browser:
 lint: setup
 	$(PY) -m ruff check ftkit tests scripts notebooks colab docs
 
-# One at a time: two workers on one core each took as long (150 s), and the explorer's JupyterLab run then missed its
-# timeout.
+# Two workers on one core each (xdist, a file to a worker), then the explorer's tests alone: its JupyterLab run trains
+# in a kernel and, beside another worker, missed its 90-s timeout. 181 s one at a time on a fresh clone (2026-12-06).
 unit: setup
 	$(PY) -m ftkit prefetch --profile ci
-	FTKIT_PROFILE=ci $(PY) -m pytest tests -q --durations=10 --ignore=tests/test_site.py
+	FTKIT_PROFILE=ci OMP_NUM_THREADS=$(NB_THREADS) MKL_NUM_THREADS=$(NB_THREADS) $(PY) -m pytest tests -q -n $(NB_WORKERS) \
+		--dist loadfile --durations=10 --ignore=tests/test_site.py --ignore=tests/test_explorer.py
+	FTKIT_PROFILE=ci $(PY) -m pytest tests/test_explorer.py -q
 
 # Every notebook runs once, as a copy under $(EXECUTED) that keeps its outputs; the site is built from those copies.
 # Chapter 3's notebooks share their measured rows, so they run in order in a pytest of their own, beside the others
