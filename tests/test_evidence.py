@@ -52,6 +52,11 @@ def test_log_ratios_compare_rates_as_ratios():
     assert p.above(math.log(1.1)) is True and p.above(math.log(1.3)) is False
 
 
+def test_log_ratios_pair_dicts_by_seed():
+    p = evidence.log_ratios({0: 240, 1: 250, 2: 230}, {2: 200, 0: 100, 7: 50})  # seeds 0 and 2 ran in both
+    assert sorted(round(math.exp(x), 6) for x in p.diffs) == [1.15, 2.4]
+
+
 def test_interleaved_speed_times_every_model_every_round(profile):
     models = {name: ftkit.load_model("tiny-random", method, precision="fp32", device="cpu")[0]
               for name, method in (("full", "full"), ("lora", "lora"))}

@@ -105,17 +105,20 @@ def independent(a: Sequence[float], b: Sequence[float]) -> Independent:
     return Independent((), tuple(map(float, a)), tuple(map(float, b)))
 
 
-def paired(a: Mapping | Sequence, b: Mapping | Sequence) -> Paired:
-    """The paired differences a − b: two dicts keyed by seed (only the seeds both arms ran), or two sequences of the
-    same length (same order). Raises ValueError when nothing pairs up."""
+def pairs(a: Mapping | Sequence, b: Mapping | Sequence) -> list[tuple]:
+    """(aᵢ, bᵢ) pairs: two dicts keyed by seed (only the seeds both arms ran), or two sequences of the same length
+    (same order; ValueError otherwise)."""
     if isinstance(a, Mapping) and isinstance(b, Mapping):
-        seeds = [s for s in a if s in b]
-        values = [(a[s], b[s]) for s in seeds]
-    else:
-        a, b = list(a), list(b)
-        if len(a) != len(b):
-            raise ValueError(f"Paired arms need one value each per seed: got {len(a)} and {len(b)} values.")
-        values = list(zip(a, b))
+        return [(a[s], b[s]) for s in a if s in b]
+    a, b = list(a), list(b)
+    if len(a) != len(b):
+        raise ValueError(f"Paired arms need one value each per seed: got {len(a)} and {len(b)} values.")
+    return list(zip(a, b))
+
+
+def paired(a: Mapping | Sequence, b: Mapping | Sequence) -> Paired:
+    """The paired differences a − b of pairs(a, b). Raises ValueError when nothing pairs up."""
+    values = pairs(a, b)
     if not values:
         raise ValueError("No seed appears in both arms: run both arms with the same seeds.")
     return Paired(tuple(float(x) - float(y) for x, y in values))
@@ -137,6 +140,7 @@ def mean_of(n: int, over: str = "seeds") -> str:
     return f"one {SINGULAR.get(over, over)}" if n == 1 else f"mean of {n} {over}"
 
 
-def log_ratios(a: Sequence[float], b: Sequence[float]) -> Paired:
-    """Paired log(aᵢ / bᵢ): for rates (tokens/s) whose claim is a ratio ("at least 1.2x"): compare with log(ratio)."""
-    return Paired(tuple(math.log(x / y) for x, y in zip(a, b, strict=True)))
+def log_ratios(a: Mapping | Sequence, b: Mapping | Sequence) -> Paired:
+    """Paired log(aᵢ / bᵢ) of pairs(a, b): for rates (tokens/s) whose claim is a ratio ("at least 1.2x"): compare with
+    log(ratio)."""
+    return Paired(tuple(math.log(x / y) for x, y in pairs(a, b)))

@@ -86,9 +86,7 @@ def layers_verdict(rows: Rows) -> Verdict:
 
 def speed_change(rows: Rows, name: str) -> Paired:
     """log(tokens/s of the arm / plain LoRA's), seed by seed."""
-    mine, plain = (by_seed(rows[n], lambda r: r.tokens_per_s) for n in (name, REFERENCE))
-    seeds = [s for s in mine if s in plain]
-    return log_ratios([mine[s] for s in seeds], [plain[s] for s in seeds])
+    return log_ratios(*(by_seed(rows[n], lambda r: r.tokens_per_s) for n in (name, REFERENCE)))
 
 
 def speed_and_memory(rows: Rows, name: str) -> str:
